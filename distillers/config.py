@@ -1,0 +1,143 @@
+"""Frozen configuration dataclasses built from plain mappings, rejecting unknown keys.
+
+Every pluggable piece (method, training recipe, suite section) declares a ``@dataclass(frozen=True)`` config.
+:func:`build_config` turns a mapping (from YAML, ``--set`` overrides or keyword arguments) into one, converting
+simple types and naming the valid keys when a key is unknown, so that typos fail loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from distillers.errors import DDError, did_you_mean
+
+C = TypeVar("C")
+
+
+def build_config(cls: type[C], values: Mapping[str, Any] | None = None, *, what: str | None = None) -> C:
+    """Instantiate the frozen dataclass ``cls`` from ``values``.
+
+    Unknown keys and values of the wrong type raise :class:`DDError` naming the valid keys or the expected
+    type. ``None`` values fall back to the field's default (timm's convention).
+    """
+    what = what or cls.__name__
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        key = unknown[0]
+        raise DDError(
+            f'Unknown key "{key}" for {what}.{did_you_mean(key, fields)} Valid keys: {", ".join(sorted(fields))}.'
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        kwargs[key] = _coerce(value, hints.get(key, Any), f"{what}.{key}")
+    try:
+        return cls(**kwargs)
+    except DDError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise DDError(f"Invalid {what}: {err}") from None
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return _jsonable(dataclasses.asdict(config))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Convert ``value`` to the annotated type where that is lossless; raise DDError otherwise."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except DDError as err:
+                errors.append(str(err))
+        raise DDError(errors[0] if errors else f"{where}: unsupported value {value!r}.")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise DDError(f"{where} must be one of {', '.join(map(repr, args))}, got {value!r}.")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        item = args[0] if args else Any
+        items = [_coerce(v, item, where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise DDError(f"{where} must be a mapping, got {value!r}.")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise DDError(f"{where} must be true or false, got {value!r}.")
+    if hint is int:
+        if isinstance(value, bool):
+            raise DDError(f"{where} must be an integer, got {value!r}.")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise DDError(f"{where} must be an integer, got {value!r}.")
+    if hint is float:
+        if isinstance(value, bool):
+            raise DDError(f"{where} must be a number, got {value!r}.")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise DDError(f"{where} must be a number, got {value!r}.")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise DDError(f"{where} must be a string, got {value!r}.")
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, Mapping):
+            return build_config(hint, value, what=where)
+        raise DDError(f"{where} must be a mapping of {hint.__name__} keys, got {value!r}.")
+    return value
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise :class:`DDError` with ``message`` unless ``condition`` holds (for ``__post_init__`` checks)."""
+    if not condition:
+        raise DDError(message)

@@ -1,0 +1,20 @@
+"""The one exception type for mistakes a user can fix (bad name, bad file, bad config value).
+
+Its message is a complete sentence that says what went wrong and how to fix it; the CLI prints it as one
+line and exits with a non-zero status instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class DDError(Exception):
+    """A user-fixable error. ``str(err)`` is the single line shown to the user."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ' Did you mean "x"?' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f' Did you mean "{close[0]}"?' if close else ""

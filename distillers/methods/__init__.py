@@ -1,0 +1,20 @@
+"""The method registry. Entries are lazy ("module:Class") so listing names imports nothing heavy."""
+
+from __future__ import annotations
+
+from distillers.registry import Registry
+
+METHODS: Registry = Registry("method")
+
+_BUILTIN = {
+    "noise": ("distillers.methods.coreset:RandomNoise", "Gaussian-noise images (sanity floor, not a method)"),
+    "random": ("distillers.methods.coreset:RandomSubset", "Random real images per class (baseline)"),
+    "herding": ("distillers.methods.coreset:Herding", "Herding coreset in an embedding space (Welling 2009)"),
+    "kcenter": ("distillers.methods.coreset:KCenter", "Greedy k-center coreset (Sener & Savarese 2018)"),
+    "kmeans": ("distillers.methods.coreset:KMeans", "Real images nearest to per-class k-means centres"),
+    "dm": ("distillers.methods.distribution:DM", "Distribution matching (Zhao & Bilen 2023)"),
+    "dc": ("distillers.methods.gradient:DC", "Gradient matching (Zhao et al. 2021)"),
+    "dsa": ("distillers.methods.gradient:DSA", "Gradient matching + siamese augmentation (Zhao & Bilen 2021)"),
+}
+for _name, (_target, _help) in _BUILTIN.items():
+    METHODS.register_lazy(_name, _target, help=_help)

@@ -1,0 +1,155 @@
+"""SyntheticSet: the output of every distiller, with safe save/load.
+
+A synthetic set holds images (in the same normalised space as the real data it was distilled from), labels
+(hard class indices, or soft label distributions ``[M, K]``), an optional learned learning rate, and
+metadata (method, resolved config, source-data fingerprint, ipc, seed, timings). On disk it is a folder with
+``tensors.pt`` (plain tensors only, read back with ``torch.load(weights_only=True)``) and ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distillers.data import LabeledData
+from distillers.errors import DDError
+from distillers.io import atomic_write, atomic_write_json
+
+FORMAT_VERSION = 1
+TENSORS_FILE = "tensors.pt"
+META_FILE = "meta.json"
+
+
+class SyntheticSet:
+    """A distilled data set: ``images`` ``[M, C, H, W]``, ``labels`` ``[M]`` (int64) or ``[M, K]`` (soft)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, classes: tuple[str, ...] | list[str],
+                 mean: tuple[float, ...] | list[float], std: tuple[float, ...] | list[float],
+                 lr: float | None = None, meta: dict[str, Any] | None = None) -> None:
+        self.images = images.detach().float().cpu().contiguous()
+        self.labels = labels.detach().cpu()
+        self.classes = tuple(classes)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.lr = None if lr is None else float(lr)
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._validate()
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def soft_labels(self) -> bool:
+        return self.labels.is_floating_point()
+
+    @property
+    def hard_labels(self) -> torch.Tensor:
+        """Class index per image (argmax of soft labels)."""
+        return self.labels.argmax(dim=1) if self.soft_labels else self.labels
+
+    @property
+    def ipc(self) -> int:
+        return int(self.meta.get("ipc") or max(torch.bincount(self.hard_labels, minlength=self.num_classes).tolist()))
+
+    @property
+    def method(self) -> str:
+        return str(self.meta.get("method", "unknown"))
+
+    def as_labeled(self, name: str | None = None) -> LabeledData:
+        """The synthetic images with hard labels, as :class:`LabeledData` (for training and evaluation)."""
+        return LabeledData(self.images, self.hard_labels.long(), self.classes, self.mean, self.std,
+                           name=name or f"synthetic:{self.method}")
+
+    def pixels(self) -> torch.Tensor:
+        """Images mapped back to [0, 1] pixel space (for plots)."""
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (self.images * std + mean).clamp(0, 1)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> Path:
+        """Write ``tensors.pt`` and ``meta.json`` into ``folder`` (each written atomically)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {"images": self.images, "labels": self.labels}
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        atomic_write(folder / TENSORS_FILE, lambda fh: fh.write(buffer.getvalue()))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "classes": list(self.classes),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "lr": self.lr,
+            "num_images": len(self),
+            "image_shape": list(self.images.shape[1:]),
+            "soft_labels": self.soft_labels,
+            "meta": self.meta,
+        }
+        atomic_write_json(folder / META_FILE, meta)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SyntheticSet:
+        """Read a set written by :meth:`save`; never unpickles arbitrary objects."""
+        folder = Path(folder)
+        tensors_path, meta_path = folder / TENSORS_FILE, folder / META_FILE
+        if not folder.is_dir() or not tensors_path.is_file() or not meta_path.is_file():
+            raise DDError(
+                f"No synthetic set at {folder}: expected a folder with {TENSORS_FILE} and {META_FILE} "
+                "(as written by SyntheticSet.save or `ddeval distill --out`)."
+            )
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DDError(f"{meta_path} is not valid JSON ({err}); re-create the synthetic set.") from None
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        if version != FORMAT_VERSION:
+            raise DDError(f"{meta_path} has format_version {version!r}; this version reads {FORMAT_VERSION}.")
+        try:
+            tensors = torch.load(tensors_path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated file, wrong format, or an object weights_only refuses
+            raise DDError(f"Cannot read {tensors_path} ({type(err).__name__}); the file is damaged or not a "
+                          "synthetic set: re-create it.") from None
+        if not isinstance(tensors, dict) or not {"images", "labels"} <= set(tensors):
+            raise DDError(f"{tensors_path} lacks the 'images' and 'labels' tensors; re-create the synthetic set.")
+        try:
+            return cls(tensors["images"], tensors["labels"], classes=meta["classes"], mean=meta["mean"],
+                       std=meta["std"], lr=meta.get("lr"), meta=meta.get("meta") or {})
+        except KeyError as err:
+            raise DDError(f"{meta_path} lacks the key {err}; re-create the synthetic set.") from None
+
+    # ------------------------------------------------------------------ checks
+    def _validate(self) -> None:
+        if self.images.dim() != 4:
+            raise DDError(f"Synthetic images must be [M, C, H, W], got shape {tuple(self.images.shape)}.")
+        m, k = self.images.shape[0], len(self.classes)
+        if self.labels.shape[0] != m:
+            raise DDError(f"Synthetic set has {m} images but {self.labels.shape[0]} labels.")
+        if self.labels.is_floating_point():
+            if self.labels.dim() != 2 or self.labels.shape[1] != k:
+                raise DDError(f"Soft labels must be [M, {k}], got {tuple(self.labels.shape)}.")
+        else:
+            if self.labels.dim() != 1:
+                raise DDError(f"Hard labels must be 1-D, got shape {tuple(self.labels.shape)}.")
+            self.labels = self.labels.long()
+            if m and (int(self.labels.min()) < 0 or int(self.labels.max()) >= k):
+                raise DDError(f"Synthetic labels must lie in 0..{k - 1}.")
+        if len(self.mean) != self.images.shape[1] or len(self.std) != self.images.shape[1]:
+            raise DDError("Synthetic set mean/std need one value per image channel.")
+        if not bool(torch.isfinite(self.images).all()) or not bool(torch.isfinite(self.labels.float()).all()):
+            raise DDError("Synthetic set contains NaN or Inf values; the distillation diverged "
+                          "(lower the image learning rate).")
+
+    def __repr__(self) -> str:
+        return (f"SyntheticSet(method={self.method!r}, images={tuple(self.images.shape)}, "
+                f"soft_labels={self.soft_labels}, lr={self.lr})")

@@ -1,0 +1,50 @@
+"""Tiny, deterministic data for the test suite (no downloads, seconds to build)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from distillers.data import LabeledData
+
+
+def _digits_split(per_class_train: int, per_class_test: int) -> tuple[LabeledData, LabeledData]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    mean, std = float(x.mean()), float(x.std())
+    x = (x - mean) / std
+    g = torch.Generator().manual_seed(1234)
+    train_idx, test_idx = [], []
+    for c in range(10):
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=g)]
+        train_idx.append(idx[:per_class_train])
+        test_idx.append(idx[per_class_train:per_class_train + per_class_test])
+    classes = tuple(str(c) for c in range(10))
+    tr, te = torch.cat(train_idx), torch.cat(test_idx)
+    return (LabeledData(x[tr], y[tr], classes, (mean,), (std,), name="digits-tiny"),
+            LabeledData(x[te], y[te], classes, (mean,), (std,), name="digits-tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_digits() -> tuple[LabeledData, LabeledData]:
+    """scikit-learn digits, 8x8 grey: 40 train and 30 test images per class."""
+    return _digits_split(40, 30)
+
+
+@pytest.fixture(scope="session")
+def tiny_rgb() -> LabeledData:
+    """Random 3x16x16 colour images, 3 classes x 12 (shape tests only; not learnable)."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(36, 3, 16, 16, generator=g)
+    y = torch.arange(3).repeat_interleave(12)
+    return LabeledData(x, y, ("a", "b", "c"), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), name="rgb-tiny")
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
