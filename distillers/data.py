@@ -56,7 +56,7 @@ class LabeledData:
         c = self.x.shape[1]
         if len(self.mean) != c or len(self.std) != c:
             raise DDError(f"{label}: mean/std need one value per channel ({c}), got {len(self.mean)}/{len(self.std)}.")
-        if not bool(torch.isfinite(self.x).all()):
+        if not _all_finite(self.x):
             raise DDError(f"Images of {label} contain NaN or Inf values; clean the input before loading it.")
 
     # ------------------------------------------------------------------ shape facts
@@ -135,3 +135,9 @@ class LabeledData:
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (x * std + mean).clamp(0, 1)
+
+
+def _all_finite(x: torch.Tensor, chunk: int = 4096) -> bool:
+    """NaN/Inf check in chunks, so a large data set does not need a full-size boolean copy."""
+    flat = x.reshape(x.shape[0], -1)
+    return all(bool(torch.isfinite(flat[i:i + chunk]).all()) for i in range(0, flat.shape[0], chunk))

@@ -30,6 +30,15 @@ def _digits_split(per_class_train: int, per_class_test: int) -> tuple[LabeledDat
             LabeledData(x[te], y[te], classes, (mean,), (std,), name="digits-tiny"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny test networks run fastest on one thread, and 2 threads thrash when cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_digits() -> tuple[LabeledData, LabeledData]:
     """scikit-learn digits, 8x8 grey: 40 train and 30 test images per class."""

@@ -1,0 +1,229 @@
+"""Command line: ``ddeval run | distill | evaluate | ls``.
+
+Each subcommand is a small class with its own arguments and examples. Mistakes a user can fix end with one
+``error:`` line naming the fix and exit status 2; an interrupted run exits 130 and can be resumed by running
+the same command with the same ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from distillers.errors import DDError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class Command:
+    name = ""
+    help = ""
+    examples = ""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        raise NotImplementedError
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (a GPU when present, else CPU), cpu, cuda or cuda:N (default: auto)")
+
+
+class RunCommand(Command):
+    name = "run"
+    help = "distil, evaluate (accuracy, privacy, NAS proxy) and write a report for a suite"
+    examples = """examples:
+  ddeval run                                   # packaged quickstart suite on bundled digits
+  ddeval run my_suite.yaml --out runs/exp1     # your suite; rerun the same line to resume
+  ddeval run --set methods=dm,random --set accuracy.eval_seeds=5 --set nas.enabled=false"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("suite", nargs="?", default=None,
+                            help="suite YAML file or packaged suite name (default: quickstart)")
+        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a suite value, e.g. ipc=1,10 or methods.dm.iterations=100")
+        parser.add_argument("--out", default=None, help="run directory (default: runs/<suite>-<time>)")
+        _add_device(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ddeval.pipeline import run_suite
+        from ddeval.summary import summary_table
+
+        results = run_suite(args.suite, overrides=args.overrides, run_dir=args.out, device=args.device)
+        print(summary_table(results))
+        run_dir = Path(results["run"]["dir"])
+        print(f"\nReport: {run_dir / 'report.html'}\n        {run_dir / 'report.md'}")
+        return 0
+
+
+class DistillCommand(Command):
+    name = "distill"
+    help = "distil a data set with one method and save the synthetic set"
+    examples = """examples:
+  ddeval distill dm --dataset digits --ipc 10 --out syn/dm10 --set iterations=200
+  ddeval distill herding --dataset npz:../shared/data/mnist-5k.npz --ipc 1 --out syn/herding1"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("method", help="method name (see `ddeval ls methods`)")
+        parser.add_argument("--dataset", default="digits", help="data set spec (default: digits)")
+        parser.add_argument("--data-root", default=None, help="folder with torchvision data sets")
+        parser.add_argument("--download", action="store_true", help="allow torchvision downloads")
+        parser.add_argument("--ipc", type=int, default=10, help="images per class (default: 10)")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="method config value, e.g. iterations=200")
+        parser.add_argument("--out", required=True, help="folder to write the synthetic set into")
+        _add_device(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        import distillers
+        from ddeval import datasets
+        from ddeval.config import apply_overrides
+        from distillers.protocol import resolve_device
+
+        cfg = apply_overrides({}, args.overrides)
+        method = distillers.create(args.method, **cfg)
+        train, _ = datasets.load(args.dataset, root=args.data_root, download=args.download)
+        syn = method.distill(train, args.ipc, seed=args.seed, device=str(resolve_device(args.device)))
+        syn.save(args.out)
+        print(f"Saved {len(syn)} images ({args.method}, ipc={args.ipc}, "
+              f"{syn.meta['distill_seconds']:.1f} s) to {args.out}")
+        return 0
+
+
+class EvaluateCommand(Command):
+    name = "evaluate"
+    help = "train fresh networks on a saved synthetic set and report test accuracy"
+    examples = """examples:
+  ddeval evaluate syn/dm10 --dataset digits --seeds 3
+  ddeval evaluate syn/dm10 --dataset digits --network convnet --network mlp --epochs 300"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("synthetic", help="folder written by `ddeval distill` or a run's synthetic/ set")
+        parser.add_argument("--dataset", default="digits", help="data set whose test split is used")
+        parser.add_argument("--data-root", default=None)
+        parser.add_argument("--download", action="store_true")
+        parser.add_argument("--network", action="append", default=None, help="network(s) (default: convnet)")
+        parser.add_argument("--seeds", type=int, default=3, help="evaluation seeds (default: 3)")
+        parser.add_argument("--epochs", type=int, default=300)
+        parser.add_argument("--augment", action="store_true", help="DSA augmentation while training")
+        _add_device(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ddeval import datasets
+        from ddeval.accuracy import evaluate_over_seeds, recipe
+        from ddeval.config import AccuracyConfig
+        from distillers.augment import default_strategy
+        from distillers.protocol import resolve_device
+        from distillers.synthetic import SyntheticSet
+
+        syn = SyntheticSet.load(args.synthetic)
+        _, test = datasets.load(args.dataset, root=args.data_root, download=args.download)
+        check_compatible(syn, test, args.dataset)
+        acc = AccuracyConfig(networks=tuple(args.network or ["convnet"]), eval_seeds=args.seeds,
+                             epochs=args.epochs, augment=args.augment)
+        cfg = recipe(acc, augment=default_strategy(test.name))
+        device = str(resolve_device(args.device))
+        print(f"{'network':<12} {'accuracy (%)':>16}  seeds")
+        for network in acc.networks:
+            res = evaluate_over_seeds(syn, test, network=network, network_args={}, train_config=cfg,
+                                      seeds=list(range(1000, 1000 + args.seeds)), device=device,
+                                      run_unit=lambda kind, spec, compute: compute(), unit_spec={})
+            print(f"{network:<12} {100 * res['accuracy_mean']:>9.2f} ± {100 * res['accuracy_std']:<5.2f} "
+                  f"{args.seeds}")
+        return 0
+
+
+def check_compatible(syn: Any, test: Any, dataset: str) -> None:
+    """A synthetic set must match the data set's image shape and classes to be evaluated on it."""
+    if tuple(syn.images.shape[1:]) != tuple(test.image_shape):
+        raise DDError(f"The synthetic images have shape {tuple(syn.images.shape[1:])} but {dataset} images are "
+                      f"{tuple(test.image_shape)}; evaluate on the data set it was distilled from "
+                      f"({syn.meta.get('source', {}).get('name', 'see its meta.json')}).")
+    if syn.num_classes != test.num_classes:
+        raise DDError(f"The synthetic set has {syn.num_classes} classes but {dataset} has {test.num_classes}; "
+                      "evaluate on the data set it was distilled from.")
+
+
+class ListCommand(Command):
+    name = "ls"
+    help = "list methods, networks, datasets, evaluators and packaged suites"
+    examples = """examples:
+  ddeval ls
+  ddeval ls methods"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("kind", nargs="?", choices=["methods", "networks", "datasets", "evaluators", "suites"])
+
+    def run(self, args: argparse.Namespace) -> int:
+        import distillers
+        from ddeval.config import PACKAGED_SUITES
+        from ddeval.datasets import DATASETS
+        from ddeval.privacy.attacks import ATTACKS
+        from distillers.networks import NETWORKS
+
+        tables = {
+            "methods": [(n, distillers.METHODS.help(n)) for n in distillers.available()],
+            "networks": [(n, NETWORKS.help(n)) for n in NETWORKS.names()],
+            "datasets": [(n, DATASETS.help(n)) for n in DATASETS.names()],
+            "evaluators": [("accuracy", "test accuracy of fresh networks trained on the set (mean ± std)"),
+                           ("privacy", "membership inference on a model trained on the set; attacks: "
+                                       + ", ".join(ATTACKS.names())),
+                           ("nas", "NNI architecture search on the proxy vs the full data; rank correlation")],
+            "suites": [(n, "packaged suite") for n in PACKAGED_SUITES],
+        }
+        for kind, rows in tables.items():
+            if args.kind and kind != args.kind:
+                continue
+            print(f"{kind}:")
+            for name, text in rows:
+                print(f"  {name:<22} {text}")
+        return 0
+
+
+COMMANDS = (RunCommand(), DistillCommand(), EvaluateCommand(), ListCommand())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddeval", description="Evaluate distilled data sets: accuracy, "
+                                     "privacy leakage and NAS-proxy quality.")
+    from ddeval import __version__
+
+    parser.add_argument("--version", action="version", version=f"ddeval {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help, epilog=command.examples,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        command.add_arguments(p)
+        p.set_defaults(handler=command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    os.environ.setdefault("DDEVAL_COMMAND", "ddeval " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
+    try:
+        return args.handler.run(args)
+    except DDError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished units are kept; rerun the same command (same --out) to resume.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Suite configuration: frozen dataclasses loaded from YAML, with ``include:`` and ``--set key=value`` overrides.
+
+A suite says which data set, which methods (each with its own config), which images-per-class budgets, and
+which evaluators to run. Unknown keys anywhere are errors that list the valid keys, so a typo never silently
+falls back to a default. Values given on the command line are parsed as YAML scalars/lists (never evaluated).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distillers.config import build_config, check, config_dict
+from distillers.errors import DDError, did_you_mean
+
+PACKAGED_SUITES = ("quickstart", "mnist-benchmark")
+
+
+@dataclass(frozen=True)
+class AccuracyConfig:
+    """How synthetic sets are evaluated: the standard recipe of REFERENCE §1 on one or more networks."""
+
+    enabled: bool = True
+    networks: tuple[str, ...] = ("convnet",)  # the first is the same-architecture net, the rest cross-arch
+    network_args: dict[str, Any] = field(default_factory=dict)
+    eval_seeds: int = 3
+    epochs: int = 300
+    lr: float = 0.01
+    batch_size: int = 256
+    augment: bool = False  # DSA augmentation while training evaluation nets (papers: 1000 epochs with it)
+    full_data: bool = True
+    full_data_epochs: int = 30
+
+    def __post_init__(self) -> None:
+        check(len(self.networks) >= 1, "accuracy.networks needs at least one network name.")
+        check(self.eval_seeds >= 1, f"accuracy.eval_seeds must be >= 1, got {self.eval_seeds}.")
+        check(self.epochs >= 1, f"accuracy.epochs must be >= 1, got {self.epochs}.")
+        check(self.full_data_epochs >= 1, f"accuracy.full_data_epochs must be >= 1, got {self.full_data_epochs}.")
+        check(self.lr > 0, f"accuracy.lr must be positive, got {self.lr}.")
+        check(self.batch_size >= 1, f"accuracy.batch_size must be >= 1, got {self.batch_size}.")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """First-cut membership inference: a threshold attack on a model trained on each synthetic set."""
+
+    enabled: bool = True
+    attack: str = "loss"
+    ipc: tuple[int, ...] = ()  # empty: every ipc of the suite
+    epochs: int | None = None  # None: the accuracy recipe's epochs
+    full_data_epochs: int | None = None  # None: accuracy.full_data_epochs
+
+
+@dataclass(frozen=True)
+class NASConfig:
+    """First-cut NAS proxy evaluation: the same NNI search on each proxy and on the full data."""
+
+    enabled: bool = True
+    space: str = "small"
+    strategy: str = "grid"
+    ipc: int | None = None  # None: the largest ipc of the suite
+    proxies: tuple[str, ...] = ()  # method names; empty: every method except "noise"
+    proxy_epochs: int = 100
+    full_epochs: int = 10
+    batch_size: int = 256
+    lr: float = 0.01
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A whole evaluation: data set, methods × ipc × seeds, and the evaluators."""
+
+    name: str = "custom"
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    ipc: tuple[int, ...] = (1, 10)
+    distill_seeds: int = 1
+    seed: int = 0
+    methods: dict[str, dict[str, Any]] = field(default_factory=lambda: {"random": {}, "dm": {}})
+    accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    nas: NASConfig = field(default_factory=NASConfig)
+
+    def __post_init__(self) -> None:
+        check(len(self.ipc) >= 1 and all(k >= 1 for k in self.ipc),
+              f"ipc must be a list of positive integers, got {list(self.ipc)}.")
+        check(self.distill_seeds >= 1, f"distill_seeds must be >= 1, got {self.distill_seeds}.")
+        check(len(self.methods) >= 1, "methods needs at least one method name.")
+        for name, cfg in self.methods.items():
+            check(isinstance(cfg, Mapping),
+                  f"methods.{name} must be a mapping of that method's config keys (or {{}}), got {cfg!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_dict(self)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def packaged_suite_path(name: str) -> Path:
+    path = resources.files("ddeval") / "suites" / f"{name}.yaml"
+    return Path(str(path))
+
+
+def read_suite_mapping(source: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The raw mapping of a suite: a packaged name, a YAML path, or a mapping; ``include:`` resolved."""
+    if source is None:
+        source = "quickstart"
+    if isinstance(source, Mapping):
+        return copy.deepcopy(dict(source))
+    text_source = str(source)
+    path = Path(text_source)
+    if not path.suffix and not path.exists():
+        if text_source not in PACKAGED_SUITES:
+            raise DDError(f'No suite "{text_source}".{did_you_mean(text_source, PACKAGED_SUITES)} Packaged '
+                          f"suites: {', '.join(PACKAGED_SUITES)}; or give the path of a YAML file.")
+        path = packaged_suite_path(text_source)
+    return _read_yaml_with_includes(path, seen=())
+
+
+def _read_yaml_with_includes(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if not path.is_file():
+        raise DDError(f"Suite file {path} does not exist; check the path (packaged suites: "
+                      f"{', '.join(PACKAGED_SUITES)}).")
+    resolved = path.resolve()
+    if resolved in seen:
+        raise DDError(f"Suite {path} includes itself (include cycle); remove the cycle.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise DDError(f"Suite {path} is not valid YAML{where}; fix the syntax.") from None
+    if not isinstance(data, dict):
+        raise DDError(f"Suite {path} must be a YAML mapping of keys (name, dataset, methods, ...).")
+    include = data.pop("include", None)
+    if include is None:
+        return data
+    base_path = Path(include)
+    if not base_path.is_absolute():
+        candidate = path.parent / base_path
+        base_path = candidate if candidate.exists() else packaged_suite_path(str(include).removesuffix(".yaml"))
+    base = _read_yaml_with_includes(base_path, seen + (resolved,))
+    return deep_merge(base, data)
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` merged into a copy of ``base``; nested mappings merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_overrides(mapping: dict[str, Any], overrides: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values parsed as YAML scalars or lists, never evaluated).
+
+    ``methods=dm,random`` keeps only those methods (with their configs from the suite where present);
+    ``methods.dm.iterations=50`` sets one method's config key.
+    """
+    out = copy.deepcopy(mapping)
+    for item in overrides or ():
+        if "=" not in item:
+            raise DDError(f'Override "{item}" must look like key=value (e.g. accuracy.eval_seeds=5).')
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise DDError(f'Override "{item}" has an empty key; write e.g. nas.enabled=false.')
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        if key == "methods":
+            names = value if isinstance(value, list) else [v.strip() for v in str(value).split(",") if v.strip()]
+            current = out.get("methods") or {}
+            out["methods"] = {str(n): (current.get(str(n)) or {}) for n in names}
+            continue
+        if isinstance(value, str) and "," in value and key in ("ipc", "accuracy.networks", "nas.proxies",
+                                                                "privacy.ipc"):
+            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise DDError(f'Override "{item}": "{part}" is not a section with sub-keys.')
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_suite(source: str | Path | Mapping[str, Any] | None = None,
+               overrides: list[str] | tuple[str, ...] | None = None) -> Suite:
+    """Read, merge, override and validate a suite; unknown keys and bad values raise DDError."""
+    mapping = apply_overrides(read_suite_mapping(source), overrides)
+    methods = mapping.get("methods")
+    if isinstance(methods, list):  # a plain list of names is accepted too
+        mapping["methods"] = {str(m): {} for m in methods}
+    elif isinstance(methods, Mapping):
+        mapping["methods"] = {str(k): (dict(v) if isinstance(v, Mapping) else v) if v is not None else {}
+                              for k, v in methods.items()}
+    if isinstance(mapping.get("ipc"), int):
+        mapping["ipc"] = [mapping["ipc"]]
+    return build_config(Suite, mapping, what="suite")

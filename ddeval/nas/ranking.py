@@ -1,0 +1,183 @@
+"""How well a proxy (e.g. a distilled set) ranks architectures compared with the full data (REFERENCE §5).
+
+Rank correlations over all candidates (Spearman rho, Kendall tau-b, both with ties handled), the overlap of
+the top-k sets, the same correlations restricted to the k best architectures *by the full-data ranking*
+("top-k correlation", as in FTD), and the regret of the architecture the proxy would pick. Implemented with
+numpy only; the tests check them against ``scipy.stats``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ddeval.nas.space import arch_key
+from distillers.errors import DDError
+
+FAILED_ACCURACY = 0.0
+"""Accuracy given to a failed (e.g. diverged) trial: it ranks below every trained architecture."""
+
+
+def _pair(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(a, dtype=float).ravel()
+    y = np.asarray(b, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise DDError(f"Rank correlation needs two score lists of the same length, got {x.size} and {y.size}.")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise DDError("Rank correlation needs finite scores; drop or replace NaN/inf values first.")
+    return x, y
+
+
+def rankdata(values: ArrayLike) -> np.ndarray:
+    """Ranks 1..n, tied values sharing the average of their ranks (scipy's ``method="average"``)."""
+    x = np.asarray(values, dtype=float).ravel()
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    # Start index of each run of equal values, in sorted order.
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    ends = np.r_[starts[1:], x.size]
+    average = (starts + ends + 1) / 2.0  # mean of the 1-based ranks starts+1 .. ends
+    ranks = np.empty(x.size, dtype=float)
+    ranks[order] = np.repeat(average, ends - starts)
+    return ranks
+
+
+def spearman(a: ArrayLike, b: ArrayLike) -> float:
+    """Spearman's rho: Pearson correlation of the average ranks. NaN when either side is constant."""
+    x, y = _pair(a, b)
+    if x.size < 2:
+        return math.nan
+    rx, ry = rankdata(x) - (x.size + 1) / 2.0, rankdata(y) - (y.size + 1) / 2.0
+    denom = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    return float(rx @ ry) / denom if denom > 0 else math.nan
+
+
+def _tied_pairs(x: np.ndarray) -> float:
+    _, counts = np.unique(x, return_counts=True)
+    return float((counts * (counts - 1) / 2).sum())
+
+
+def kendall(a: ArrayLike, b: ArrayLike) -> float:
+    """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - ties_a)(n0 - ties_b)). NaN when undefined.
+
+    O(n^2) time in row chunks of O(n) memory: fine for the few thousand candidates of a NAS space.
+    """
+    x, y = _pair(a, b)
+    n = x.size
+    if n < 2:
+        return math.nan
+    score = 0.0
+    for i in range(n - 1):
+        score += float(np.sum(np.sign(x[i + 1:] - x[i]) * np.sign(y[i + 1:] - y[i])))
+    n0 = n * (n - 1) / 2
+    denom = math.sqrt((n0 - _tied_pairs(x)) * (n0 - _tied_pairs(y)))
+    return score / denom if denom > 0 else math.nan
+
+
+def _top_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores (ties broken by position, so the result is deterministic)."""
+    return np.argsort(-scores, kind="mergesort")[:k]
+
+
+def top_k_overlap(proxy: ArrayLike, full: ArrayLike, k: int) -> float:
+    """Fraction of the full data's top-``k`` architectures that are also in the proxy's top ``k``."""
+    x, y = _pair(proxy, full)
+    if not 1 <= k <= x.size:
+        raise DDError(f"top-k overlap needs 1 <= k <= {x.size} candidates, got k={k}.")
+    return len(set(_top_indices(x, k).tolist()) & set(_top_indices(y, k).tolist())) / k
+
+
+def top_k_correlation(proxy: ArrayLike, full: ArrayLike, k: int) -> dict[str, float]:
+    """Spearman and Kendall over the ``k`` best architectures by the *full-data* ranking only."""
+    x, y = _pair(proxy, full)
+    if not 2 <= k <= x.size:
+        raise DDError(f"top-k correlation needs 2 <= k <= {x.size} candidates, got k={k}.")
+    idx = _top_indices(y, k)
+    return {"spearman": spearman(x[idx], y[idx]), "kendall": kendall(x[idx], y[idx])}
+
+
+def regret(proxy: ArrayLike, full: ArrayLike) -> float:
+    """Full-data accuracy of the best architecture minus that of the one the proxy picks.
+
+    When several architectures tie for the proxy's best score, the regret is averaged over them (the
+    expected regret of breaking the tie at random).
+    """
+    x, y = _pair(proxy, full)
+    if x.size == 0:
+        raise DDError("regret needs at least one candidate.")
+    picks = np.flatnonzero(x == x.max())
+    return float(y.max() - y[picks].mean())
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: undefined figures (e.g. a correlation with a constant side) become None."""
+    return float(value) if math.isfinite(value) else None
+
+
+def _accuracy(trial: Mapping[str, Any]) -> float:
+    acc = trial.get("accuracy")
+    return FAILED_ACCURACY if acc is None else float(acc)
+
+
+def _index(result: Mapping[str, Any], what: str) -> dict[tuple[Any, ...], Mapping[str, Any]]:
+    trials = result.get("trials")
+    if not isinstance(trials, Iterable) or isinstance(trials, (str, bytes)):
+        raise DDError(f"The {what} NAS result has no 'trials' list; pass the dict returned by search().")
+    table: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    for trial in trials:
+        key = arch_key(trial["arch"])
+        if key in table:
+            raise DDError(f"The {what} NAS result lists architecture {dict(trial['arch'])} twice.")
+        table[key] = trial
+    return table
+
+
+def compare(proxy_result: Mapping[str, Any], full_result: Mapping[str, Any], *,
+            top_k: Sequence[int] = (5, 10, 20), extra_proxy_seconds: float = 0.0) -> dict[str, Any]:
+    """Score a proxy search against the full-data search of the same space.
+
+    Trials are matched by architecture; architectures present in only one result are left out (and
+    counted). A failed trial (``accuracy`` None) counts as accuracy :data:`FAILED_ACCURACY`. ``speedup`` is
+    the full search's wall time over the proxy's, plus ``extra_proxy_seconds`` (e.g. the distillation time,
+    when the proxy's own cost should be charged). ``top_k`` lists the k for the top-k figures (k below the
+    number of candidates only). Undefined figures (a constant side, no timing) are None, never NaN.
+    """
+    proxy, full = _index(proxy_result, "proxy"), _index(full_result, "full-data")
+    common = [key for key in full if key in proxy]
+    if len(common) < 2:
+        raise DDError(f"The proxy and full-data searches share {len(common)} architectures; rank correlation "
+                      "needs at least 2: search the same space with both.")
+    p = np.array([_accuracy(proxy[key]) for key in common])
+    f = np.array([_accuracy(full[key]) for key in common])
+    best_proxy = int(np.argsort(-p, kind="mergesort")[0])
+    best_full = int(np.argsort(-f, kind="mergesort")[0])
+    proxy_seconds = float(proxy_result.get("seconds", math.nan)) + float(extra_proxy_seconds)
+    full_seconds = float(full_result.get("seconds", math.nan))
+    result: dict[str, Any] = {
+        "spearman": _finite_or_none(spearman(p, f)),
+        "kendall": _finite_or_none(kendall(p, f)),
+        "top1_regret": regret(p, f),
+        "proxy_pick": dict(full[common[best_proxy]]["arch"]),
+        "proxy_pick_full_accuracy": float(f[best_proxy]),
+        "full_best": dict(full[common[best_full]]["arch"]),
+        "full_best_accuracy": float(f[best_full]),
+        "speedup": _finite_or_none(full_seconds / proxy_seconds) if proxy_seconds > 0 else None,
+        "proxy_seconds": _finite_or_none(proxy_seconds),
+        "full_seconds": _finite_or_none(full_seconds),
+        "num_candidates": len(common),
+        "num_unmatched": len(proxy) + len(full) - 2 * len(common),
+        "num_failed": {"proxy": sum(proxy[k].get("accuracy") is None for k in common),
+                       "full": sum(full[k].get("accuracy") is None for k in common)},
+        "top_k": [{"k": int(k), "overlap": top_k_overlap(p, f, int(k)),
+                   **{name: _finite_or_none(v) for name, v in top_k_correlation(p, f, int(k)).items()}}
+                  for k in top_k if 2 <= int(k) < len(common)],
+    }
+    return result
+
+
+__all__ = ["FAILED_ACCURACY", "compare", "kendall", "rankdata", "regret", "spearman", "top_k_correlation",
+           "top_k_overlap"]

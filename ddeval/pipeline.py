@@ -1,0 +1,317 @@
+"""The main job: distil → evaluate (accuracy, privacy, NAS proxy) → results.json → report.
+
+Every step is a cached unit of the run directory, so rerunning the same command in the same directory resumes
+where an interrupted run stopped and reuses everything that had finished.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+import distillers
+from ddeval import datasets
+from ddeval.accuracy import evaluate_over_seeds, recipe
+from ddeval.config import Suite, load_suite
+from ddeval.runs import RunDir, now_iso, unit_key
+from distillers.augment import default_strategy
+from distillers.config import config_dict
+from distillers.data import LabeledData
+from distillers.errors import DDError
+from distillers.protocol import resolve_device, train_and_evaluate
+from distillers.synthetic import SyntheticSet
+
+SCHEMA_VERSION = 1
+BASELINES = ("random", "noise")
+
+METRICS = {
+    "accuracy": {"direction": "higher", "unit": "fraction"},
+    "auc": {"direction": "lower", "unit": "fraction"},
+    "tpr_at_1pct_fpr": {"direction": "lower", "unit": "fraction"},
+    "tpr_at_0p1pct_fpr": {"direction": "lower", "unit": "fraction"},
+    "spearman": {"direction": "higher", "unit": "correlation"},
+    "kendall": {"direction": "higher", "unit": "correlation"},
+    "distill_seconds": {"direction": "lower", "unit": "seconds"},
+}
+
+
+def default_run_dir(suite: Suite) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{suite.name}-{suite.dataset.replace(':', '_').replace('/', '_')}-{stamp}"
+
+
+class _Progress:
+    """One tqdm bar over all units (off when stderr is not a terminal) plus a short status line per stage."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = tqdm(total=total, disable=not enabled, desc="ddeval run", dynamic_ncols=True)
+        self.enabled = enabled
+
+    def stage(self, text: str) -> None:
+        if self.enabled:
+            self.bar.set_description(text)
+        else:
+            print(f"[ddeval] {text}", file=sys.stderr, flush=True)
+
+    def step(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_suite(source: str | Path | Mapping[str, Any] | None = None, *, overrides: list[str] | None = None,
+              run_dir: str | Path | None = None, device: str = "auto",
+              progress: bool | None = None) -> dict[str, Any]:
+    """Run a suite end to end and return its results (also written to ``run_dir/results.json``)."""
+    suite = load_suite(source, overrides)
+    dev = str(resolve_device(device))
+    methods = _resolved_methods(suite)
+    rd = RunDir(run_dir or default_run_dir(suite))
+    rd.write_config(suite.to_dict())
+    started, t0 = now_iso(), time.perf_counter()
+    if progress is None:
+        progress = sys.stderr.isatty()
+    train, test = datasets.load(suite.dataset, root=suite.data_root, download=suite.download)
+    too_small = [k for k in suite.ipc if k > min(train.class_counts())]
+    if too_small:
+        raise DDError(f"ipc {too_small[0]} exceeds the smallest class of {suite.dataset} "
+                      f"({min(train.class_counts())} images); lower ipc.")
+
+    distill_seeds = [suite.seed + i for i in range(suite.distill_seeds)]
+    eval_seeds = [1000 + suite.seed + i for i in range(suite.accuracy.eval_seeds)]
+    bar = _Progress(_count_units(suite, methods), progress)
+    try:
+        sets = _distill_all(suite, methods, train, distill_seeds, rd, dev, bar)
+        results: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "run": {"suite": suite.name, "started": started, "device": dev,
+                    "seeds": {"distill": distill_seeds, "eval": eval_seeds}},
+            "dataset": _dataset_info(suite.dataset, train, test),
+            "metrics": METRICS,
+        }
+        if suite.accuracy.enabled:
+            results["accuracy"] = _accuracy(suite, methods, sets, train, test, eval_seeds, rd, dev, bar)
+        if suite.privacy.enabled:
+            results["privacy"] = _privacy(suite, methods, sets, train, test, eval_seeds[0], rd, dev, bar)
+        if suite.nas.enabled:
+            results["nas"] = _nas(suite, methods, sets, train, test, distill_seeds[0], rd, dev, bar)
+        results["synthetic"] = [
+            {"method": m, "ipc": k, "seed": s, "path": f"synthetic/{_set_name(m, k, s)}",
+             "distill_seconds": syn.meta.get("distill_seconds")}
+            for (m, k, s), syn in sets.items()
+        ]
+    finally:
+        bar.close()
+    results["run"]["finished"] = now_iso()
+    results["run"]["total_seconds"] = round(time.perf_counter() - t0, 2)
+    rd.write_results(results)
+    rd.write_manifest(seeds={"suite": suite.seed, "distill": distill_seeds, "eval": eval_seeds}, device=dev,
+                      started=started)
+    from ddeval.report.render import render_run
+
+    render_run(rd.path)
+    results["run"]["dir"] = str(rd.path)
+    return results
+
+
+# -------------------------------------------------------------------------------------------- helpers
+def _resolved_methods(suite: Suite) -> dict[str, dict[str, Any]]:
+    """Suite methods plus the baselines, each validated now (unknown names/keys fail before any work)."""
+    methods = dict(suite.methods)
+    for name in BASELINES:
+        methods.setdefault(name, {})
+    for name, cfg in methods.items():
+        distillers.create(name, **cfg)
+    return methods
+
+
+def _count_units(suite: Suite, methods: Mapping[str, Any]) -> int:
+    n_sets = len(methods) * len(suite.ipc) * suite.distill_seeds
+    total = n_sets
+    if suite.accuracy.enabled:
+        total += n_sets * len(suite.accuracy.networks) + int(suite.accuracy.full_data)
+    if suite.privacy.enabled:
+        total += len(methods) * len(suite.privacy.ipc or suite.ipc) + 1
+    if suite.nas.enabled:
+        total += 1 + len(suite.nas.proxies or [m for m in methods if m != "noise"])
+    return total
+
+
+def _set_name(method: str, ipc: int, seed: int) -> str:
+    return f"{method}-ipc{ipc}-seed{seed}"
+
+
+def _distill_all(suite: Suite, methods: Mapping[str, dict[str, Any]], train: LabeledData,
+                 seeds: list[int], rd: RunDir, device: str, bar: _Progress) -> dict[tuple[str, int, int], SyntheticSet]:
+    sets = {}
+    for ipc in suite.ipc:
+        for name, cfg in methods.items():
+            method = distillers.create(name, **cfg)
+            for seed in seeds:
+                spec = {"method": name, "config": config_dict(method.config), "ipc": ipc, "seed": seed,
+                        "data": train.fingerprint(), "version": distillers.__version__}
+                key = unit_key(spec)
+                folder = rd.path / "synthetic" / _set_name(name, ipc, seed)
+                bar.stage(f"distil {name} ipc={ipc} seed={seed}")
+                syn = _load_cached_set(folder, key)
+                if syn is None:
+                    syn = method.distill(train, ipc, seed=seed, device=device, progress=bar.enabled)
+                    syn.meta["unit_key"] = key
+                    syn.save(folder)
+                else:
+                    rd.reused += 1
+                sets[(name, ipc, seed)] = syn
+                bar.step()
+    return sets
+
+
+def _load_cached_set(folder: Path, key: str) -> SyntheticSet | None:
+    if not folder.is_dir():
+        return None
+    try:
+        syn = SyntheticSet.load(folder)
+    except DDError:
+        return None  # damaged or partial: distil again
+    return syn if syn.meta.get("unit_key") == key else None
+
+
+def _dataset_info(spec: str, train: LabeledData, test: LabeledData) -> dict[str, Any]:
+    return {"name": spec, "num_train": len(train), "num_test": len(test), "num_classes": train.num_classes,
+            "classes": list(train.classes), "image_shape": list(train.image_shape),
+            "fingerprint": train.fingerprint()}
+
+
+def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str, int, int], SyntheticSet],
+              train: LabeledData, test: LabeledData, eval_seeds: list[int], rd: RunDir, device: str,
+              bar: _Progress) -> dict[str, Any]:
+    acc = suite.accuracy
+    strategy = default_strategy(train.name or suite.dataset)
+    cfg = recipe(acc, augment=strategy)
+    rows = []
+    for ipc in suite.ipc:
+        for name in methods:
+            for network in acc.networks:
+                bar.stage(f"accuracy {name} ipc={ipc} on {network}")
+                per_seed = []
+                for seed in sorted({s for (m, k, s) in sets if m == name and k == ipc}):
+                    syn = sets[(name, ipc, seed)]
+                    per_seed.append(evaluate_over_seeds(
+                        syn, test, network=network, network_args=acc.network_args, train_config=cfg,
+                        seeds=eval_seeds, device=device, run_unit=rd.unit,
+                        unit_spec={"set": syn.meta.get("unit_key"), "test": test.fingerprint()}))
+                    bar.step()
+                accuracies = [a for r in per_seed for a in r["accuracies"]]
+                from ddeval.accuracy import mean_std
+
+                mean, std = mean_std(accuracies)
+                rows.append({
+                    "method": name, "ipc": ipc, "network": network,
+                    "cross_architecture": network != acc.networks[0],
+                    "accuracy_mean": mean, "accuracy_std": std, "accuracies": accuracies,
+                    "eval_seeds": eval_seeds,
+                    "distill_seeds": sorted({s for (m, k, s) in sets if m == name and k == ipc}),
+                    "distill_seconds": _mean([sets[key].meta.get("distill_seconds", 0.0) for key in sets
+                                              if key[0] == name and key[1] == ipc]),
+                    "train_seconds_mean": _mean([r["train_seconds_mean"] for r in per_seed]),
+                    "epochs": cfg.epochs,
+                    "method_config": sets[next(k for k in sets if k[0] == name and k[1] == ipc)].meta.get("config"),
+                })
+    out: dict[str, Any] = {"recipe": {**config_dict(cfg)}, "rows": rows}
+    if acc.full_data:
+        bar.stage("accuracy of the full real data")
+        full_cfg = recipe(acc, epochs=acc.full_data_epochs, augment=strategy)
+        out["full_data"] = evaluate_over_seeds(
+            train, test, network=acc.networks[0], network_args=acc.network_args, train_config=full_cfg,
+            seeds=eval_seeds, device=device, run_unit=rd.unit,
+            unit_spec={"set": "full", "data": train.fingerprint(), "test": test.fingerprint()})
+        bar.step()
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else 0.0
+
+
+def _privacy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str, int, int], SyntheticSet],
+             train: LabeledData, test: LabeledData, seed: int, rd: RunDir, device: str,
+             bar: _Progress) -> dict[str, Any]:
+    """Loss-threshold MIA: members = the real images given to the distiller, non-members = the test set."""
+    from ddeval.privacy.attacks import run_attack
+
+    pcfg, acc = suite.privacy, suite.accuracy
+    network = acc.networks[0]
+    rows = []
+
+    def attack_unit(target: str, ipc: int | None, data: LabeledData | SyntheticSet, epochs: int,
+                    data_key: str) -> dict[str, Any]:
+        train_cfg = recipe(acc, epochs=epochs)
+        spec = {"target": data_key, "attack": pcfg.attack, "network": network, "network_args": acc.network_args,
+                "seed": seed, "recipe": train_cfg.__dict__, "members": train.fingerprint(),
+                "nonmembers": test.fingerprint()}
+
+        def compute() -> dict[str, Any]:
+            out = train_and_evaluate(network, data, test, train_cfg, seed=seed, device=device,
+                                     network_args=acc.network_args, return_model=True)
+            metrics = run_attack(pcfg.attack, out["model"], train, test, device=device)
+            metrics["target_accuracy"] = out["accuracy"]
+            return metrics
+
+        bar.stage(f"privacy {pcfg.attack} attack on {target}" + (f" ipc={ipc}" if ipc else ""))
+        result = rd.unit("privacy", spec, compute)
+        bar.step()
+        return {"target": target, "ipc": ipc, **result}
+
+    for ipc in (pcfg.ipc or suite.ipc):
+        for name in methods:
+            syn = sets.get((name, ipc, min(s for (m, k, s) in sets if m == name)))
+            if syn is None:
+                raise DDError(f"privacy.ipc {ipc} is not among the suite's ipc {list(suite.ipc)}; add it there.")
+            rows.append(attack_unit(name, ipc, syn, pcfg.epochs or acc.epochs, syn.meta["unit_key"]))
+    rows.append(attack_unit("full-data", None, train, pcfg.full_data_epochs or acc.full_data_epochs,
+                            "full:" + train.fingerprint()))
+    return {"attack": pcfg.attack, "members": "real training images given to the distiller",
+            "nonmembers": "real test images", "network": network, "rows": rows}
+
+
+def _nas(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str, int, int], SyntheticSet],
+         train: LabeledData, test: LabeledData, seed: int, rd: RunDir, device: str,
+         bar: _Progress) -> dict[str, Any]:
+    from ddeval.nas.ranking import compare
+    from ddeval.nas.search import NASConfig, search
+
+    ncfg = suite.nas
+    ipc = ncfg.ipc or max(suite.ipc)
+    if ipc not in suite.ipc:
+        raise DDError(f"nas.ipc {ipc} is not among the suite's ipc {list(suite.ipc)}; add it there.")
+    proxies = list(ncfg.proxies) or [m for m in methods if m != "noise"]
+    unknown = [p for p in proxies if p not in methods]
+    if unknown:
+        raise DDError(f'nas.proxies names "{unknown[0]}", which is not a method of this suite; '
+                      f"choose from {', '.join(methods)}.")
+
+    def run_search(label: str, data: LabeledData | SyntheticSet, epochs: int, data_key: str) -> dict[str, Any]:
+        cfg = NASConfig(space=ncfg.space, strategy=ncfg.strategy, epochs=epochs, lr=ncfg.lr,
+                        batch_size=ncfg.batch_size, seed=suite.seed)
+        spec = {"label": label, "data": data_key, "test": test.fingerprint(), "config": config_dict(cfg)}
+        labeled = data.as_labeled() if isinstance(data, SyntheticSet) else data
+        bar.stage(f"NAS search on {label}")
+        result = rd.unit("nas", spec, lambda: search(labeled, test, cfg, rd.path / "nas" / label, label=label,
+                                                      device=device))
+        bar.step()
+        return result
+
+    full = run_search("full-data", train, ncfg.full_epochs, "full:" + train.fingerprint())
+    rows = []
+    for name in proxies:
+        syn = sets[(name, ipc, seed)]
+        proxy = run_search(f"{name}-ipc{ipc}", syn, ncfg.proxy_epochs, syn.meta["unit_key"])
+        rows.append({"proxy": name, "ipc": ipc, **proxy, **compare(proxy, full)})
+    return {"strategy": ncfg.strategy, "space": ncfg.space, "num_candidates": len(full["trials"]),
+            "ipc": ipc, "full": full, "proxies": rows}

@@ -1,0 +1,140 @@
+"""Run directories: resolved config, manifest (provenance), results, and a content-addressed unit cache.
+
+Every independent piece of work (one distillation, one evaluation-net training, one attack, one search) is a
+*unit* identified by a hash of everything that determines its result. Its JSON result is written atomically
+under ``units/`` when it finishes, so an interrupted run resumed in the same directory redoes only unfinished
+units, and a changed config never reuses a stale result.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distillers.errors import DDError
+from distillers.io import atomic_write_json, atomic_write_text
+
+TRACKED_PACKAGES = ("ddeval", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "opacus", "nni",
+                    "matplotlib")
+
+
+def unit_key(spec: Mapping[str, Any]) -> str:
+    """A stable short hash of a JSON-able description of a unit of work."""
+    blob = json.dumps(spec, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class RunDir:
+    """One run's folder. ``unit(kind, spec, compute)`` returns a cached result or computes and stores it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "units").mkdir(exist_ok=True)
+        except OSError as err:
+            raise DDError(f"Cannot create the run directory {self.path} ({err.strerror}); "
+                          "choose another --out.") from None
+        self.reused = 0
+        self.computed = 0
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ units
+    def unit_path(self, kind: str, key: str) -> Path:
+        return self.path / "units" / f"{kind}-{key}.json"
+
+    def unit(self, kind: str, spec: Mapping[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        key = unit_key({"kind": kind, **spec})
+        path = self.unit_path(kind, key)
+        if path.is_file():
+            try:
+                stored = json.loads(path.read_text())
+                if stored.get("spec_key") == key:
+                    self.reused += 1
+                    return stored["result"]
+            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+                pass  # damaged cache entry: recompute it
+        start = time.perf_counter()
+        result = compute()
+        self.timings[kind] = self.timings.get(kind, 0.0) + time.perf_counter() - start
+        atomic_write_json(path, {"spec_key": key, "kind": kind, "spec": json.loads(json.dumps(spec, default=str)),
+                                 "result": result})
+        self.computed += 1
+        return result
+
+    # ------------------------------------------------------------------ files
+    def write_config(self, config: Mapping[str, Any]) -> Path:
+        return atomic_write_text(self.path / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
+
+    def write_results(self, results: Mapping[str, Any]) -> Path:
+        return atomic_write_json(self.path / "results.json", results)
+
+    def write_manifest(self, *, seeds: Mapping[str, Any], device: str, started: str,
+                       extra: Mapping[str, Any] | None = None) -> Path:
+        manifest = {
+            "started": started,
+            "finished": now_iso(),
+            "command": os.environ.get("DDEVAL_COMMAND", ""),
+            "git": git_info(),
+            "versions": package_versions(),
+            "python": platform.python_version(),
+            "machine": machine_info(device),
+            "seeds": dict(seeds),
+            "timings_seconds": {k: round(v, 3) for k, v in self.timings.items()},
+            "units": {"computed": self.computed, "reused": self.reused},
+            **dict(extra or {}),
+        }
+        return atomic_write_json(self.path / "manifest.json", manifest)
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_info() -> dict[str, Any]:
+    """The source checkout's commit and whether it had uncommitted changes (empty outside a checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip() != ""
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info

@@ -1,0 +1,358 @@
+"""NAS proxy evaluation: rank metrics (against scipy), the ConvNet space, and the in-process NNI search.
+
+The NNI searches use the 4-candidate "tiny" space on 8x8 digits with 1 epoch; the plumbing tests replace the
+training by a fake so that they only pay NNI's own overhead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from ddeval.nas import ranking
+from ddeval.nas import search as nas_search
+from ddeval.nas.ranking import compare, kendall, rankdata, regret, spearman, top_k_correlation, top_k_overlap
+from ddeval.nas.search import NASConfig, search, train_candidate
+from ddeval.nas.space import ARCH_KEYS, SPACES, arch_key, enumerate_space, resolve_space, space_size
+from distillers.config import build_config
+from distillers.errors import DDError
+
+try:
+    import psutil
+except ImportError:  # comes with NNI; without it the NNI tests are skipped
+    psutil = None
+
+
+# ------------------------------------------------------------------------------------------- ranking
+@pytest.mark.parametrize("n", [2, 3, 7, 30, 101])
+def test_rank_metrics_match_scipy_with_ties(n: int, rng: np.random.Generator) -> None:
+    for trial in range(5):
+        # Integer scores from a small range: plenty of ties on both sides; also continuous scores.
+        a = rng.integers(0, max(2, n // 3), n).astype(float) if trial % 2 == 0 else rng.normal(size=n)
+        b = rng.integers(0, 4, n).astype(float) if trial < 3 else a + rng.normal(scale=0.5, size=n)
+        if np.ptp(a) == 0 or np.ptp(b) == 0:
+            assert np.isnan(spearman(a, b)) and np.isnan(kendall(a, b))
+            continue
+        np.testing.assert_allclose(rankdata(a), stats.rankdata(a))
+        assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+        assert kendall(a, b) == pytest.approx(stats.kendalltau(a, b).statistic, abs=1e-12)
+
+
+def test_planted_rankings_give_plus_and_minus_one(rng: np.random.Generator) -> None:
+    full = rng.permutation(12) / 12.0
+    assert spearman(full, full) == pytest.approx(1.0) and kendall(full, full) == pytest.approx(1.0)
+    assert spearman(-full, full) == pytest.approx(-1.0) and kendall(-full, full) == pytest.approx(-1.0)
+    assert spearman(full * 0.5 + 0.1, full) == pytest.approx(1.0)  # any monotone proxy is perfect
+    assert regret(full, full) == 0.0 and regret(-full, full) == pytest.approx(full.max() - full.min())
+    assert top_k_overlap(full, full, 3) == 1.0 and top_k_overlap(-full, full, 3) == 0.0
+    assert top_k_correlation(-full, full, 5) == {"spearman": pytest.approx(-1.0), "kendall": pytest.approx(-1.0)}
+
+
+def test_regret_averages_over_tied_picks_and_constant_input_is_nan() -> None:
+    assert regret([1, 1, 0], [0.9, 0.5, 0.7]) == pytest.approx(0.9 - 0.7)
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3])) and np.isnan(kendall([1, 2, 3], [5, 5, 5]))
+    with pytest.raises(DDError, match="same length"):
+        spearman([1, 2], [1, 2, 3])
+
+
+def _result(archs: list[dict], accuracies: list[float | None], seconds: float) -> dict:
+    trials = [{"arch": a, "accuracy": acc, "seconds": 0.1} for a, acc in zip(archs, accuracies, strict=True)]
+    return {"label": "x", "seconds": seconds, "trials": trials}
+
+
+def test_compare_matches_trials_by_arch() -> None:
+    archs = enumerate_space("small")
+    full_acc = [0.5 + 0.03 * i for i in range(len(archs))]
+    full = _result(archs, full_acc, seconds=100.0)
+    # The same ranking, listed in another order: matching must go by architecture, not by position.
+    same = _result(archs[::-1], [a - 0.4 for a in full_acc[::-1]], seconds=10.0)
+    out = compare(same, full, top_k=(5,))
+    assert out["spearman"] == pytest.approx(1.0) and out["kendall"] == pytest.approx(1.0)
+    assert out["top1_regret"] == 0.0 and out["proxy_pick"] == archs[-1] == out["full_best"]
+    assert out["speedup"] == pytest.approx(10.0) and out["num_candidates"] == len(archs)
+    assert out["top_k"] == [{"k": 5, "overlap": 1.0, "spearman": pytest.approx(1.0), "kendall": pytest.approx(1.0)}]
+    reverse = compare(_result(archs, full_acc[::-1], seconds=20.0), full, extra_proxy_seconds=5.0)
+    assert reverse["spearman"] == pytest.approx(-1.0) and reverse["kendall"] == pytest.approx(-1.0)
+    assert reverse["proxy_pick"] == archs[0] and reverse["speedup"] == pytest.approx(4.0)
+    assert reverse["top1_regret"] == pytest.approx(full_acc[-1] - full_acc[0])
+    # A failed proxy trial ranks last; a constant proxy gives None (JSON has no NaN).
+    failed = compare(_result(archs, [None, *full_acc[1:]], seconds=1.0), full)
+    assert failed["num_failed"] == {"proxy": 1, "full": 0} and failed["spearman"] == pytest.approx(1.0)
+    flat = compare(_result(archs, [0.3] * len(archs), seconds=1.0), full)
+    assert flat["spearman"] is None and flat["kendall"] is None
+    json.dumps(flat, allow_nan=False)
+
+
+# --------------------------------------------------------------------------------------------- space
+def test_full_space_has_720_distinct_architectures() -> None:
+    archs = enumerate_space("full")
+    assert len(archs) == 720 == space_size("full")
+    assert len({arch_key(a) for a in archs}) == 720
+    assert all(list(a) == list(ARCH_KEYS) for a in archs)
+    assert 4 <= space_size("tiny") <= 8 and 12 <= space_size("small") <= 16
+    assert set(SPACES.names()) >= {"tiny", "small", "medium", "full"}
+
+
+def test_space_from_values_and_errors() -> None:
+    space = resolve_space({"depth": [1, 2], "norm": "none"})
+    assert space["depth"] == (1, 2) and space["norm"] == ("none",) and space["width"] == (128,)
+    assert len(enumerate_space({"depth": [1, 2], "act": ["relu", "sigmoid"]})) == 4
+    with pytest.raises(DDError, match="depht"):
+        resolve_space({"depht": [1]})
+    with pytest.raises(DDError, match="Did you mean"):
+        resolve_space({"act": ["rleu"]})
+    with pytest.raises(DDError, match="Did you mean"):
+        resolve_space("smal")
+    with pytest.raises(DDError, match="twice"):
+        resolve_space({"width": [32, 32]})
+
+
+def test_model_space_freezes_to_the_concrete_convnet(nni_ready: None) -> None:
+    from ddeval.nas.space import ConvNetSpace
+
+    space = ConvNetSpace("full", channels=1, num_classes=10, image_size=(8, 8))
+    arch = {"depth": 2, "width": 32, "act": "sigmoid", "norm": "groupnorm", "pool": "maxpool"}
+    frozen = space.freeze(arch)
+    assert frozen.arch == arch
+    assert "depth=2, width=32, act=sigmoid, norm=groupnorm, pool=maxpool" in frozen.network.extra_repr()
+    assert frozen(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+    with pytest.raises(DDError, match="not in this search space"):
+        space.freeze({**arch, "width": 48})
+    from nni.mutable import MutableDict
+
+    assert len(list(MutableDict(space.simplify()).grid())) == 720  # NNI's own grid of the space
+
+
+# ------------------------------------------------------------------------------------- configuration
+def test_nas_config_checks() -> None:
+    cfg = build_config(NASConfig, {"space": {"depth": [1, 2]}, "epochs": "3", "max_trials": 2})
+    assert cfg.space == {"depth": [1, 2]} and cfg.epochs == 3 and cfg.train_config().epochs == 3
+    with pytest.raises(DDError, match="strategy"):
+        NASConfig(strategy="bayes")
+    with pytest.raises(DDError, match="sequential"):
+        NASConfig(engine="ts")
+    with pytest.raises(DDError, match="max_trials"):
+        NASConfig(max_trials=0)
+    with pytest.raises(DDError, match="use strategy 'random'"):
+        NASConfig(space="tiny", strategy="grid", max_trials=2)
+    with pytest.raises(DDError, match="Unknown key"):
+        build_config(NASConfig, {"epoch": 3})
+
+
+def test_train_candidate_is_deterministic_without_nni(tiny_digits) -> None:
+    train, test = tiny_digits
+    arch = {"depth": 1, "width": 16, "act": "relu", "norm": "instancenorm", "pool": "avgpool"}
+    cfg = NASConfig(epochs=1)
+    a = train_candidate(arch, train, test, cfg, seed=3)
+    b = train_candidate(arch, train, test, cfg, seed=3)
+    assert a["accuracy"] == b["accuracy"] and 0.0 <= a["accuracy"] <= 1.0 and a["arch"] == arch
+
+
+# ------------------------------------------------------------------------------------ the NNI search
+def _listening_inodes() -> set[str]:
+    """Socket inodes in LISTEN state (from /proc/net) that belong to this process."""
+    mine = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            mine.add(target[8:-1])
+    listening = set()
+    for table in ("tcp", "tcp6"):
+        path = Path("/proc/net") / table
+        if path.exists():
+            for line in path.read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    listening.add(fields[9])
+    return mine & listening
+
+
+class Watch:
+    """Records, while each trial runs, the listening sockets and child processes of this process."""
+
+    def __init__(self) -> None:
+        self.sockets: set[str] = set()
+        self.children: set[int] = set()
+        self.calls = 0
+
+    def look(self) -> None:
+        self.calls += 1
+        self.sockets |= _listening_inodes()
+        self.sockets |= {f"{c.laddr}" for c in psutil.Process().net_connections(kind="inet")
+                         if c.status == psutil.CONN_LISTEN}
+        self.children |= {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.fixture(scope="module")
+def nni_ready() -> None:
+    """Import NNI before any test moves HOME (NNI imports matplotlib, which caches fonts under HOME)."""
+    pytest.importorskip("nni")
+    if psutil is None:
+        pytest.skip("psutil is not installed")
+    from ddeval.nas.space import import_nni
+
+    import_nni()
+
+
+def _real_nni_manifest() -> tuple[bool, float]:
+    from nni.tools.nnictl.constants import NNI_HOME_DIR
+
+    path = Path(NNI_HOME_DIR) / ".experiment"
+    return path.exists(), path.stat().st_mtime if path.exists() else 0.0
+
+
+@pytest.fixture()
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nni_ready: None) -> dict:
+    """A fake HOME (must stay empty) and a run directory beside it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("NNI_CONFIG_DIR", raising=False)
+    return {"home": home, "runs": tmp_path / "runs"}
+
+
+def _fake_train(arch, train, test, config, *, seed, device):  # noqa: ANN001, ANN202
+    """Stands in for training: a deterministic accuracy from the architecture."""
+    return {"arch": dict(arch), "accuracy": 0.1 * arch["depth"] + (0.05 if arch["act"] == "relu" else 0.0)}
+
+
+def _check_tidy(isolated: dict, workdir: Path, children_before: set[int], manifest_before: tuple) -> None:
+    assert list(isolated["home"].iterdir()) == [], "the search wrote into HOME"
+    assert os.environ["HOME"] == str(isolated["home"]) and "NNI_CONFIG_DIR" not in os.environ
+    assert _real_nni_manifest() == manifest_before, "the search touched NNI's real ~/nni-experiments"
+    assert not (Path(sys.prefix) / "nni").exists(), "NNI wrote its config into the Python environment"
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= children_before
+    assert _listening_inodes() == set()
+    manifest = json.loads((workdir / "nni" / "nni-experiments" / ".experiment").read_text())
+    assert [e["status"] for e in manifest.values()] == ["STOPPED"]
+
+
+def test_nni_grid_search_runs_in_process_and_is_reproducible(tiny_digits, isolated, monkeypatch) -> None:
+    train, test = tiny_digits
+    watch = Watch()
+    real_train = nas_search.train_candidate
+
+    def watched_train(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        watch.look()
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(nas_search, "train_candidate", watched_train)
+    assert _listening_inodes() == set()
+    children_before = {p.pid for p in psutil.Process().children(recursive=True)}
+    manifest_before = _real_nni_manifest()
+    cfg = NASConfig(space="tiny", epochs=1, seed=0)
+
+    first = search(train, test, cfg, isolated["runs"] / "a", label="tiny-a")
+    candidates = enumerate_space("tiny")
+    assert first["num_candidates"] == first["num_trials"] == len(candidates) == watch.calls
+    assert sorted(arch_key(t["arch"]) for t in first["trials"]) == sorted(arch_key(a) for a in candidates)
+    assert all(0.0 <= t["accuracy"] <= 1.0 and t["seconds"] > 0 for t in first["trials"])
+    assert first["seconds"] >= sum(t["seconds"] for t in first["trials"])
+    assert watch.sockets == set() and not watch.children - children_before
+    workdir = isolated["runs"] / "a"
+    assert json.loads((workdir / "search.json").read_text()) == json.loads(json.dumps(first))
+    assert (workdir / first["experiment_dir"] / "log" / "experiment.log").is_file()
+    assert (workdir / "nni" / ".config" / "nni" / "training_services.json").is_file()
+    _check_tidy(isolated, workdir, children_before, manifest_before)
+
+    second = search(train, test, cfg, isolated["runs"] / "b", label="tiny-b")
+    assert [t["accuracy"] for t in second["trials"]] == [t["accuracy"] for t in first["trials"]]
+    _check_tidy(isolated, isolated["runs"] / "b", children_before, manifest_before)
+
+
+def test_search_is_quiet_and_keeps_failed_trials(tiny_digits, isolated, monkeypatch) -> None:
+    train, test = tiny_digits
+    nni_console = [h for h in logging.getLogger("nni").handlers if not isinstance(h, logging.FileHandler)]
+    assert nni_console, "NNI installs a console handler on import"
+    levels_before = [h.level for h in nni_console]
+    levels_during = []
+
+    def sometimes_diverges(arch, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        levels_during.extend(h.level for h in nni_console)
+        if arch["act"] == "sigmoid" and arch["depth"] == 2:
+            raise DDError("Training diverged with lr=0.01; lower the learning rate.")
+        return _fake_train(arch, *args, **kwargs)
+
+    monkeypatch.setattr(nas_search, "train_candidate", sometimes_diverges)
+    out = search(train, test, {"space": "tiny", "epochs": 1}, isolated["runs"] / "c", label="c")
+    failed = [t for t in out["trials"] if t["accuracy"] is None]
+    assert len(failed) == 1 and "diverged" in failed[0]["error"] and out["num_trials"] == 4
+    assert [t["accuracy"] for t in out["trials"] if t["accuracy"] is not None] == pytest.approx([0.15, 0.1, 0.25])
+    # NNI's INFO lines are held back on the console during the search (they still go to its log file).
+    assert levels_during and min(levels_during) >= logging.WARNING
+    assert [h.level for h in nni_console] == levels_before
+    log = (isolated["runs"] / "c" / out["experiment_dir"] / "log" / "experiment.log").read_text()
+    assert "Experiment initialized successfully" in log
+
+    def always_diverges(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise DDError("Training diverged; lower the learning rate.")
+
+    monkeypatch.setattr(nas_search, "train_candidate", always_diverges)
+    with pytest.raises(DDError, match="Every NAS trial"):
+        search(train, test, {"space": "tiny", "epochs": 1}, isolated["runs"] / "d", label="d")
+
+
+def test_sigterm_stops_the_search_cleanly(tiny_digits, isolated, monkeypatch) -> None:
+    train, test = tiny_digits
+    calls = []
+
+    def terminated_on_second_trial(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the search's handler interrupts this with KeyboardInterrupt
+        return _fake_train(*args, **kwargs)
+
+    monkeypatch.setattr(nas_search, "train_candidate", terminated_on_second_trial)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    children_before = {p.pid for p in psutil.Process().children(recursive=True)}
+    manifest_before = _real_nni_manifest()
+    workdir = isolated["runs"] / "e"
+    with pytest.raises(KeyboardInterrupt):
+        search(train, test, NASConfig(space="tiny", epochs=1), workdir, label="e")
+    assert len(calls) == 2
+    assert signal.getsignal(signal.SIGTERM) == handler_before
+    _check_tidy(isolated, workdir, children_before, manifest_before)
+    assert not (workdir / "search.json").exists()
+
+
+@pytest.mark.parametrize("strategy, max_trials, expected", [("random", 2, 2), ("random", None, 4),
+                                                         ("evolution", 3, 3)])
+def test_seeded_strategies_respect_max_trials(tiny_digits, isolated, monkeypatch, strategy, max_trials,
+                                              expected) -> None:
+    monkeypatch.setattr(nas_search, "train_candidate", _fake_train)
+    train, test = tiny_digits
+    cfg = NASConfig(space="tiny", strategy=strategy, max_trials=max_trials, seed=1)
+    out = search(train, test, cfg, isolated["runs"] / "f", label="f")
+    again = search(train, test, cfg, isolated["runs"] / "g", label="g")
+    assert out["num_trials"] == expected and out["num_candidates"] == 4
+    assert len({arch_key(t["arch"]) for t in out["trials"]}) == expected
+    assert [t["arch"] for t in out["trials"]] == [t["arch"] for t in again["trials"]]
+    assert ranking.compare(out, again)["num_candidates"] == expected
+
+
+def test_data_travel_by_file_and_a_synthetic_proxy_can_be_searched(tiny_digits, isolated, tmp_path) -> None:
+    from distillers.synthetic import SyntheticSet
+
+    train, test = tiny_digits
+    saved = nas_search.save_data(train, tmp_path / "data", "train")
+    assert nas_search.load_data(saved).fingerprint() == train.fingerprint()
+    idx = train.stratified_indices(2, torch.Generator().manual_seed(0))
+    proxy = SyntheticSet(train.x[idx], train.y[idx], classes=train.classes, mean=train.mean, std=train.std)
+    out = search(proxy, test, NASConfig(space="tiny", epochs=1), isolated["runs"] / "h", label="proxy")
+    assert (isolated["runs"] / "h" / "data" / "train").is_dir() and out["num_trials"] == 4
+    assert all(0.0 <= t["accuracy"] <= 1.0 for t in out["trials"])
+    assert list(isolated["home"].iterdir()) == []

@@ -1,0 +1,292 @@
+"""Tests of the registered distillation methods (coreset baselines, DM, DC, DSA) on tiny 8x8 digits."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import distillers
+from distillers import DDError
+from distillers.data import LabeledData
+from distillers.methods import METHODS
+from distillers.methods.coreset import Herding, KCenter, KMeans, kmeans
+from distillers.methods.gradient import DC, default_loops, gradient_distance
+from distillers.protocol import TrainConfig, train_and_evaluate
+
+# ConvNet-2 for 8x8 digits: with depth 3 the last block instance-normalises 2x2 maps down to 1x1, which makes
+# the matching losses extremely rough (gradient matching then barely learns); depth 2 keeps 2x2 feature maps.
+NET = {"width": 32, "depth": 2}
+# Small budgets per method; methods registered later get the generic budget (keys their Config has).
+SMALL: dict[str, dict] = {
+    "herding": {"network_args": NET, "embed_epochs": 2},
+    "kcenter": {"network_args": NET, "embed_epochs": 2},
+    "kmeans": {"network_args": NET, "embed_epochs": 2},
+    "dm": {"iterations": 4, "batch_real": 32, "network_args": NET},
+    "dc": {"iterations": 2, "batch_real": 16, "outer_loop": 2, "inner_loop": 1, "network_args": NET},
+    "dsa": {"iterations": 2, "batch_real": 16, "outer_loop": 2, "inner_loop": 1, "network_args": NET},
+}
+GENERIC = {"iterations": 3, "batch_real": 16, "network_args": NET, "embed_epochs": 1}
+# Selections that are a function of the embedding alone (pixels embedding → independent of the seed).
+SEED_FREE_SELECTION = {"herding", "kcenter"}
+COMPRESSED = ("herding", "kcenter", "kmeans")
+
+
+def small_config(name: str, **extra) -> dict:
+    if name in SMALL:
+        return {**SMALL[name], **extra}
+    fields = {f.name for f in dataclasses.fields(METHODS.get(name).Config)}
+    return {**{k: v for k, v in GENERIC.items() if k in fields}, **extra}
+
+
+@pytest.fixture(scope="module")
+def real(tiny_digits) -> LabeledData:
+    return tiny_digits[0]
+
+
+@pytest.fixture(scope="module")
+def sets(real) -> dict:
+    """Every registered method run once at ipc 1 and 2 (seed 0) and once more at ipc 1 with seeds 0 and 1."""
+    out = {}
+    for name in distillers.available():
+        method = distillers.create(name, **small_config(name))
+        for ipc in (1, 2):
+            out[name, ipc, 0] = method.distill(real, ipc, seed=0, progress=False)
+        out[name, 1, "again"] = method.distill(real, 1, seed=0, progress=False)
+        out[name, 1, 1] = method.distill(real, 1, seed=1, progress=False)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ every method
+@pytest.mark.parametrize("ipc", [1, 2])
+@pytest.mark.parametrize("name", distillers.available())
+def test_every_method_returns_a_valid_set(sets, real, name, ipc):
+    syn = sets[name, ipc, 0]
+    assert isinstance(syn, distillers.SyntheticSet)
+    assert syn.images.shape == (real.num_classes * ipc, *real.image_shape)
+    assert torch.bincount(syn.hard_labels, minlength=real.num_classes).tolist() == [ipc] * real.num_classes
+    assert syn.classes == real.classes and syn.mean == real.mean and syn.std == real.std
+    assert bool(torch.isfinite(syn.images).all())
+    assert syn.images.abs().max() < 100  # still in the normalised range, not blown up
+    meta = syn.meta
+    assert meta["method"] == name and meta["ipc"] == ipc and meta["seed"] == 0
+    assert meta["source"]["fingerprint"] == real.fingerprint()
+    assert meta["distill_seconds"] >= 0
+    assert meta["config"] == dataclasses.asdict(distillers.create(name, **small_config(name)).config)
+
+
+@pytest.mark.parametrize("name", distillers.available())
+def test_same_seed_same_set_and_other_seed_differs(sets, name):
+    a, b, other = sets[name, 1, 0], sets[name, 1, "again"], sets[name, 1, 1]
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    if name not in SEED_FREE_SELECTION:
+        assert not torch.equal(a.images, other.images)
+
+
+@pytest.mark.parametrize("name", distillers.available())
+def test_unknown_config_key_lists_valid_keys(name):
+    with pytest.raises(DDError) as err:
+        distillers.create(name, no_such_option=1)
+    message = str(err.value)
+    assert "no_such_option" in message and "Valid keys" in message
+    for f in dataclasses.fields(METHODS.get(name).Config):
+        assert f.name in message
+
+
+@pytest.mark.parametrize("name, bad", [
+    ("dm", {"lr_img": -1.0}),
+    ("dm", {"iterations": 0}),
+    ("dm", {"init": "zeros"}),
+    ("dm", {"network": "convnett"}),
+    ("dm", {"dsa_strategy": "crop_spin"}),
+    ("dc", {"dsa_strategy": "crop"}),  # a strategy while dsa is off
+    ("dc", {"outer_loop": 0}),
+    ("dsa", {"momentum_img": 1.5}),
+    ("herding", {"embedding": "pca"}),
+    ("kcenter", {"first": "last"}),
+    ("kmeans", {"n_init": 0}),
+])
+def test_invalid_config_values_are_user_errors(name, bad):
+    with pytest.raises(DDError):
+        distillers.create(name, **bad)
+
+
+def test_unknown_network_option_is_a_user_error(real):
+    with pytest.raises(DDError, match="widht"):
+        distillers.create("dm", iterations=1, network_args={"widht": 32}).distill(real, 1, progress=False)
+
+
+# ------------------------------------------------------------------------------------------ coresets
+@pytest.mark.parametrize("name", ["random", *COMPRESSED])
+def test_coresets_are_real_images(sets, real, name):
+    for ipc in (1, 2):
+        syn = sets[name, ipc, 0]
+        idx = torch.tensor(syn.meta["indices"])
+        assert len(set(idx.tolist())) == len(idx)
+        assert torch.equal(syn.images, real.x[idx])
+        assert torch.equal(syn.labels, real.y[idx])
+
+
+@pytest.mark.parametrize("name", COMPRESSED)
+def test_pixel_embedding_selection_is_deterministic_and_real(real, name):
+    method = distillers.create(name, embedding="pixels")
+    a = method.distill(real, 3, seed=5, progress=False)
+    b = method.distill(real, 3, seed=5, progress=False)
+    assert a.meta["indices"] == b.meta["indices"]
+    assert torch.equal(a.images, real.x[torch.tensor(a.meta["indices"])])
+
+
+def test_noise_is_standard_normal(real):
+    syn = distillers.create("noise").distill(real, 10, seed=0, progress=False)
+    assert abs(float(syn.images.mean())) < 0.1
+    assert abs(float(syn.images.std()) - 1.0) < 0.1
+
+
+def _two_blobs() -> torch.Tensor:
+    """Six points: three near (0, 0), three near (10, 0) (float64)."""
+    return torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [10.0, 0.0], [10.1, 0.0], [10.0, 0.1]],
+                        dtype=torch.float64)
+
+
+def test_herding_first_pick_is_closest_to_mean_and_pair_mean_matches():
+    x = torch.tensor([[0.0], [1.0], [2.0], [10.0]], dtype=torch.float64)  # mean 3.25
+    picks = Herding(embedding="pixels")._select(x, 2, torch.Generator())
+    # first: 2.0 is closest to 3.25; then pair means 1.0 (x=0), 1.5 (x=1), 6.0 (x=10): x=1 is closest
+    assert picks.tolist() == [2, 1]
+
+
+def test_kcenter_picks_farthest_points():
+    x = _two_blobs()
+    picks = KCenter(embedding="pixels")._select(x, 2, torch.Generator())
+    assert len(set(picks.tolist())) == 2
+    assert {int(p) // 3 for p in picks} == {0, 1}  # one per blob
+    x = torch.tensor([[0.0], [1.0], [5.0], [9.0], [10.0]], dtype=torch.float64)  # mean 5 → first pick 5.0
+    assert KCenter(embedding="pixels")._select(x, 3, torch.Generator()).tolist() == [2, 0, 4]
+
+
+def test_kmeans_finds_separated_clusters():
+    x = _two_blobs()
+    for seed in range(5):
+        centres, inertia = kmeans(x, 2, torch.Generator().manual_seed(seed))
+        assert sorted(round(float(c[0])) for c in centres) == [0, 10]
+        assert inertia < 0.1
+        picks = KMeans(embedding="pixels")._select(x, 2, torch.Generator().manual_seed(seed))
+        assert {int(p) // 3 for p in picks} == {0, 1}
+
+
+def test_kmeans_with_duplicates_returns_distinct_images():
+    x = torch.zeros(5, 3, dtype=torch.float64)
+    picks = KMeans(embedding="pixels")._select(x, 4, torch.Generator().manual_seed(0))
+    assert len(set(picks.tolist())) == 4
+
+
+# ------------------------------------------------------------------------------------------ gradient matching
+def test_gradient_distance_zero_for_identical_gradients():
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(8, 3, 3, 3, generator=g), torch.randn(8, generator=g), torch.randn(10, 32, generator=g)]
+    assert float(gradient_distance(grads, [t.clone() for t in grads])) < 1e-5
+    # scaling a whole gradient does not change its direction
+    assert float(gradient_distance(grads, [3 * t for t in grads])) < 1e-5
+
+
+def test_gradient_distance_matches_hand_computation():
+    syn = [torch.tensor([[1.0, 0.0], [0.0, 1.0]]),             # linear weight [out=2, in=2]
+           torch.tensor([5.0, -5.0]),                           # bias: ignored
+           torch.tensor([[[[1.0, 0.0]]], [[[0.0, 2.0]]]])]      # conv kernel [2, 1, 1, 2]
+    real = [torch.tensor([[1.0, 1.0], [0.0, 3.0]]),
+            torch.tensor([-1.0, 1.0]),
+            torch.tensor([[[[-1.0, 0.0]]], [[[1.0, 0.0]]]])]
+    # linear rows: 1 - 1/sqrt(2), 1 - 1; conv rows: 1 - (-1), 1 - 0
+    expected = (1 - 1 / math.sqrt(2)) + 0.0 + 2.0 + 1.0
+    assert float(gradient_distance(syn, real)) == pytest.approx(expected, abs=1e-5)
+    assert float(gradient_distance(syn[1:2], real[1:2])) == 0.0  # only 1-D gradients → nothing to match
+
+
+def test_defaults_are_the_papers():
+    dm = distillers.create("dm").config
+    assert (dm.iterations, dm.lr_img, dm.momentum, dm.batch_real, dm.init, dm.dsa, dm.network) == (
+        20000, 1.0, 0.5, 256, "real", True, "convnet")
+    dc = distillers.create("dc").config
+    assert (dc.iterations, dc.lr_img, dc.momentum_img, dc.lr_net, dc.batch_real, dc.init, dc.dsa) == (
+        1000, 0.1, 0.5, 0.01, 256, "noise", False)
+    dsa = distillers.create("dsa").config
+    assert (dsa.iterations, dsa.lr_img, dsa.lr_net, dsa.init, dsa.dsa) == (1000, 0.1, 0.01, "real", True)
+    assert distillers.create("kmeans").config.embedding == "convnet"
+
+
+def test_default_loops_follow_the_authors_table():
+    assert default_loops(1) == (1, 1)
+    assert default_loops(10) == (10, 50)
+    assert default_loops(50) == (50, 10)
+    assert default_loops(2) == (1, 1)
+    assert default_loops(7) == (10, 50)
+    assert default_loops(15) == (10, 50)  # tie between 10 and 20 → the smaller
+    assert default_loops(200) == (50, 10)
+    assert DC(outer_loop=3).loops(10) == (3, 50)
+
+
+def test_dc_with_batchnorm_network_runs(real):
+    syn = distillers.create("dc", iterations=1, outer_loop=2, inner_loop=1, batch_real=8,
+                            network="convnet-bn", network_args=NET).distill(real, 1, progress=False)
+    assert bool(torch.isfinite(syn.images).all())
+
+
+def test_divergence_names_the_learning_rate(real):
+    method = distillers.create("dm", iterations=3, lr_img=1e38, dsa=False, network="convnet-nn",
+                               network_args=NET, batch_real=8)
+    with pytest.raises(DDError, match="lr_img"):
+        method.distill(real, 1, progress=False)
+
+
+# ------------------------------------------------------------------------------------------ learning
+def _init_images(real: LabeledData, ipc: int, seed: int) -> torch.Tensor:
+    """The real-image initialisation DM/DSA draw first from the seed's generator."""
+    return real.x[real.stratified_indices(ipc, torch.Generator().manual_seed(seed))]
+
+
+def _decreases(history: list[float], part: int, factor: float) -> bool:
+    """The mean of the last ``part`` logged losses is below ``factor`` x the mean of the first ``part``."""
+    head, tail = history[:part], history[-part:]
+    return sum(tail) / len(tail) < factor * sum(head) / len(head)
+
+
+def test_dm_moves_images_and_lowers_its_loss(real):
+    syn = distillers.create("dm", iterations=100, batch_real=40, network_args=NET).distill(
+        real, 2, seed=3, progress=False)
+    init = _init_images(real, 2, 3)
+    assert (syn.images - init).abs().mean() > 0.05
+    assert syn.meta["loss_every"] == 1 and len(syn.meta["loss_history"]) == 100
+    assert _decreases(syn.meta["loss_history"], 20, 0.7)
+    assert syn.meta["seconds_per_iteration"] > 0
+
+
+def test_dsa_moves_images_and_lowers_its_loss(real):
+    syn = distillers.create("dsa", iterations=40, batch_real=40, outer_loop=2, inner_loop=1,
+                            network_args=NET).distill(real, 2, seed=3, progress=False)
+    init = _init_images(real, 2, 3)
+    assert (syn.images - init).abs().mean() > 0.05
+    assert len(syn.meta["loss_history"]) == 40
+    assert (syn.meta["outer_loop"], syn.meta["inner_loop"]) == (2, 1)
+    assert _decreases(syn.meta["loss_history"], 8, 0.9)
+
+
+def test_dm_dc_dsa_beat_the_noise_floor(tiny_digits):
+    """Short distillations at ipc 5 train clearly better networks than noise images (2 evaluation seeds)."""
+    real, test = tiny_digits
+
+    def accuracy(syn) -> float:
+        runs = [train_and_evaluate("convnet", syn, test, TrainConfig(epochs=100), seed=s, network_args=NET)
+                for s in (0, 1)]
+        return sum(r["accuracy"] for r in runs) / len(runs)
+
+    common = {"batch_real": 40, "network_args": NET}
+    floor = accuracy(distillers.create("noise").distill(real, 5, seed=0, progress=False))
+    dm = distillers.create("dm", iterations=100, init="noise", **common).distill(real, 5, seed=0, progress=False)
+    dc = distillers.create("dc", iterations=30, **common).distill(real, 5, seed=0, progress=False)  # noise init
+    dsa = distillers.create("dsa", iterations=20, **common).distill(real, 5, seed=0, progress=False)
+    assert floor < 0.3
+    for name, syn in (("dm (noise init)", dm), ("dc (noise init)", dc), ("dsa", dsa)):
+        acc = accuracy(syn)
+        assert acc > floor + 0.4, f"{name}: {acc:.3f} vs noise {floor:.3f}"
