@@ -28,7 +28,7 @@ class AccuracyConfig:
 
     enabled: bool = True
     networks: tuple[str, ...] = ("convnet",)  # the first is the same-architecture net, the rest cross-arch
-    network_args: dict[str, Any] = field(default_factory=dict)
+    network_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # per network name, e.g. {mlp: {hidden: 64}}
     eval_seeds: int = 3
     epochs: int = 300
     lr: float = 0.01
@@ -44,6 +44,13 @@ class AccuracyConfig:
         check(self.full_data_epochs >= 1, f"accuracy.full_data_epochs must be >= 1, got {self.full_data_epochs}.")
         check(self.lr > 0, f"accuracy.lr must be positive, got {self.lr}.")
         check(self.batch_size >= 1, f"accuracy.batch_size must be >= 1, got {self.batch_size}.")
+        for name, args in self.network_args.items():
+            check(name in self.networks and isinstance(args, Mapping),
+                  f"accuracy.network_args.{name} must be a mapping of options for one of accuracy.networks "
+                  f"({', '.join(self.networks)}).")
+
+    def args_for(self, network: str) -> dict[str, Any]:
+        return dict(self.network_args.get(network) or {})
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,8 @@ class Suite:
     ipc: tuple[int, ...] = (1, 10)
     distill_seeds: int = 1
     seed: int = 0
+    network: str | None = None  # distillation network for every method that has one (unless it sets its own)
+    network_args: dict[str, Any] = field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = field(default_factory=lambda: {"random": {}, "dm": {}})
     accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)

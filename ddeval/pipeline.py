@@ -6,6 +6,7 @@ where an interrupted run stopped and reuses everything that had finished.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import sys
 import time
@@ -79,10 +80,7 @@ def run_suite(source: str | Path | Mapping[str, Any] | None = None, *, overrides
     if progress is None:
         progress = sys.stderr.isatty()
     train, test = datasets.load(suite.dataset, root=suite.data_root, download=suite.download)
-    too_small = [k for k in suite.ipc if k > min(train.class_counts())]
-    if too_small:
-        raise DDError(f"ipc {too_small[0]} exceeds the smallest class of {suite.dataset} "
-                      f"({min(train.class_counts())} images); lower ipc.")
+    _validate_plan(suite, methods, train)
 
     distill_seeds = [suite.seed + i for i in range(suite.distill_seeds)]
     eval_seeds = [1000 + suite.seed + i for i in range(suite.accuracy.eval_seeds)]
@@ -124,12 +122,44 @@ def run_suite(source: str | Path | Mapping[str, Any] | None = None, *, overrides
 # -------------------------------------------------------------------------------------------- helpers
 def _resolved_methods(suite: Suite) -> dict[str, dict[str, Any]]:
     """Suite methods plus the baselines, each validated now (unknown names/keys fail before any work)."""
-    methods = dict(suite.methods)
+    methods = {name: dict(cfg) for name, cfg in suite.methods.items()}
     for name in BASELINES:
         methods.setdefault(name, {})
     for name, cfg in methods.items():
+        fields = {f.name for f in dataclasses.fields(distillers.METHODS.get(name).Config)}
+        if suite.network is not None and "network" in fields:
+            cfg.setdefault("network", suite.network)
+        if suite.network_args and "network_args" in fields:
+            cfg.setdefault("network_args", dict(suite.network_args))
         distillers.create(name, **cfg)
     return methods
+
+
+def _validate_plan(suite: Suite, methods: Mapping[str, Any], train: LabeledData) -> None:
+    """Fail before any work on mistakes that would otherwise surface only late in a long run."""
+    from distillers.networks import create as create_network
+
+    too_small = [k for k in suite.ipc if k > min(train.class_counts())]
+    if too_small:
+        raise DDError(f"ipc {too_small[0]} exceeds the smallest class of {suite.dataset} "
+                      f"({min(train.class_counts())} images); lower ipc.")
+    for network in suite.accuracy.networks:
+        create_network(network, channels=train.channels, num_classes=train.num_classes,
+                       image_size=train.image_size, **suite.accuracy.args_for(network))
+    if suite.privacy.enabled:
+        missing = [k for k in suite.privacy.ipc if k not in suite.ipc]
+        if missing:
+            raise DDError(f"privacy.ipc {missing[0]} is not among the suite's ipc {list(suite.ipc)}; add it there.")
+    if suite.nas.enabled:
+        if suite.nas.ipc is not None and suite.nas.ipc not in suite.ipc:
+            raise DDError(f"nas.ipc {suite.nas.ipc} is not among the suite's ipc {list(suite.ipc)}; add it there.")
+        unknown = [p for p in suite.nas.proxies if p not in methods]
+        if unknown:
+            raise DDError(f'nas.proxies names "{unknown[0]}", which is not a method of this suite; '
+                          f"choose from {', '.join(methods)}.")
+        from ddeval.nas.space import resolve_space
+
+        resolve_space(suite.nas.space)
 
 
 def _count_units(suite: Suite, methods: Mapping[str, Any]) -> int:
@@ -203,7 +233,7 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
                 for seed in sorted({s for (m, k, s) in sets if m == name and k == ipc}):
                     syn = sets[(name, ipc, seed)]
                     per_seed.append(evaluate_over_seeds(
-                        syn, test, network=network, network_args=acc.network_args, train_config=cfg,
+                        syn, test, network=network, network_args=acc.args_for(network), train_config=cfg,
                         seeds=eval_seeds, device=device, run_unit=rd.unit,
                         unit_spec={"set": syn.meta.get("unit_key"), "test": test.fingerprint()}))
                     bar.step()
@@ -228,7 +258,7 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
         bar.stage("accuracy of the full real data")
         full_cfg = recipe(acc, epochs=acc.full_data_epochs, augment=strategy)
         out["full_data"] = evaluate_over_seeds(
-            train, test, network=acc.networks[0], network_args=acc.network_args, train_config=full_cfg,
+            train, test, network=acc.networks[0], network_args=acc.args_for(acc.networks[0]), train_config=full_cfg,
             seeds=eval_seeds, device=device, run_unit=rd.unit,
             unit_spec={"set": "full", "data": train.fingerprint(), "test": test.fingerprint()})
         bar.step()
@@ -247,18 +277,19 @@ def _privacy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str, 
 
     pcfg, acc = suite.privacy, suite.accuracy
     network = acc.networks[0]
+    net_args = acc.args_for(network)
     rows = []
 
     def attack_unit(target: str, ipc: int | None, data: LabeledData | SyntheticSet, epochs: int,
                     data_key: str) -> dict[str, Any]:
         train_cfg = recipe(acc, epochs=epochs)
-        spec = {"target": data_key, "attack": pcfg.attack, "network": network, "network_args": acc.network_args,
+        spec = {"target": data_key, "attack": pcfg.attack, "network": network, "network_args": net_args,
                 "seed": seed, "recipe": train_cfg.__dict__, "members": train.fingerprint(),
                 "nonmembers": test.fingerprint()}
 
         def compute() -> dict[str, Any]:
             out = train_and_evaluate(network, data, test, train_cfg, seed=seed, device=device,
-                                     network_args=acc.network_args, return_model=True)
+                                     network_args=net_args, return_model=True)
             metrics = run_attack(pcfg.attack, out["model"], train, test, device=device)
             metrics["target_accuracy"] = out["accuracy"]
             return metrics
@@ -270,9 +301,7 @@ def _privacy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str, 
 
     for ipc in (pcfg.ipc or suite.ipc):
         for name in methods:
-            syn = sets.get((name, ipc, min(s for (m, k, s) in sets if m == name)))
-            if syn is None:
-                raise DDError(f"privacy.ipc {ipc} is not among the suite's ipc {list(suite.ipc)}; add it there.")
+            syn = sets[(name, ipc, min(s for (m, k, s) in sets if m == name))]
             rows.append(attack_unit(name, ipc, syn, pcfg.epochs or acc.epochs, syn.meta["unit_key"]))
     rows.append(attack_unit("full-data", None, train, pcfg.full_data_epochs or acc.full_data_epochs,
                             "full:" + train.fingerprint()))
@@ -288,13 +317,7 @@ def _nas(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str, int,
 
     ncfg = suite.nas
     ipc = ncfg.ipc or max(suite.ipc)
-    if ipc not in suite.ipc:
-        raise DDError(f"nas.ipc {ipc} is not among the suite's ipc {list(suite.ipc)}; add it there.")
     proxies = list(ncfg.proxies) or [m for m in methods if m != "noise"]
-    unknown = [p for p in proxies if p not in methods]
-    if unknown:
-        raise DDError(f'nas.proxies names "{unknown[0]}", which is not a method of this suite; '
-                      f"choose from {', '.join(methods)}.")
 
     def run_search(label: str, data: LabeledData | SyntheticSet, epochs: int, data_key: str) -> dict[str, Any]:
         cfg = NASConfig(space=ncfg.space, strategy=ncfg.strategy, epochs=epochs, lr=ncfg.lr,

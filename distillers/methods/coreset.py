@@ -19,7 +19,7 @@ import torch
 from distillers.config import check
 from distillers.data import LabeledData
 from distillers.methods.base import Distiller
-from distillers.methods.distribution import build_network, check_network, class_labels, draw_seed, embed
+from distillers.methods.common import build_network, check_network, class_labels, draw_seed, embed
 from distillers.synthetic import SyntheticSet
 
 

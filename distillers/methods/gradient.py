@@ -19,7 +19,7 @@ from torch import nn
 from distillers.config import check
 from distillers.data import LabeledData
 from distillers.methods.base import Distiller
-from distillers.methods.distribution import (
+from distillers.methods.common import (
     ClassSampler,
     LossLog,
     build_network,

@@ -1,0 +1,128 @@
+"""Pieces shared by the learning-based methods: seeds from a generator, fresh networks, DSA, class sampling,
+initial images, hard labels and a loss log that detects divergence without a host sync per step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from distillers.config import check
+from distillers.data import LabeledData
+from distillers.errors import DDError
+
+_SEED_HIGH = 2**31 - 1
+
+
+def draw_seed(generator: torch.Generator) -> int:
+    """An integer seed drawn from ``generator`` (for network initialisation and siamese augmentation)."""
+    return int(torch.randint(0, _SEED_HIGH, (1,), generator=generator))
+
+
+def check_network(name: str, network_args: dict[str, Any]) -> None:
+    """Fail early (at config time) on an unknown network name or a non-mapping ``network_args``."""
+    from distillers.networks import NETWORKS
+
+    NETWORKS.get(name)  # raises DDError with a did-you-mean suggestion
+    check(isinstance(network_args, dict), f"network_args must be a mapping of keyword arguments, got {network_args!r}.")
+
+
+def build_network(name: str, real: LabeledData, seed: int, network_args: dict[str, Any],
+                  device: torch.device | str = "cpu") -> nn.Module:
+    """A freshly initialised network for ``real``'s image shape and classes, deterministic from ``seed``."""
+    from distillers import networks
+
+    try:
+        net = networks.create(name, channels=real.channels, num_classes=real.num_classes,
+                              image_size=real.image_size, seed=seed, **network_args)
+    except TypeError as err:
+        raise DDError(f'Invalid network_args {network_args!r} for network "{name}" ({err}); '
+                      "fix or remove the offending key.") from None
+    return net.to(device)
+
+
+def check_augment(dsa: bool, strategy: str | None) -> None:
+    """Validate a (dsa, dsa_strategy) pair at config time."""
+    check(dsa or strategy is None,
+          f"dsa_strategy={strategy!r} is set but dsa is false; pass dsa=true to use it, or drop dsa_strategy.")
+    if dsa and strategy is not None:
+        from distillers.augment import DSA
+
+        DSA(strategy)  # raises DDError listing the valid operations
+
+
+def make_augment(dsa: bool, strategy: str | None, dataset_name: str) -> Any:
+    """The DSA transform to use (``None`` when off); ``strategy=None`` → the dataset's default strategy."""
+    if not dsa:
+        return None
+    from distillers.augment import DSA, default_strategy
+
+    return DSA(default_strategy(dataset_name) if strategy is None else strategy)
+
+
+def embed(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Penultimate features of ``net`` (every registered network has ``embed``)."""
+    return cast(Callable[[torch.Tensor], torch.Tensor], net.embed)(x)
+
+
+class ClassSampler:
+    """Random real images of one class, drawn like :meth:`LabeledData.sample_class` but with the per-class
+    index lists computed once and the images kept on ``device`` (no host/device sync per draw)."""
+
+    def __init__(self, real: LabeledData, device: torch.device | str) -> None:
+        self.x = real.x.to(device)
+        self.index = [real.indices_of(c) for c in range(real.num_classes)]
+
+    def sample(self, label: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        idx = self.index[label]
+        perm = torch.randperm(idx.numel(), generator=generator)[: min(n, idx.numel())]
+        return self.x[idx[perm].to(self.x.device)]
+
+
+def initial_images(real: LabeledData, ipc: int, init: str, generator: torch.Generator) -> torch.Tensor:
+    """``ipc`` starting images per class (class by class): random real images or N(0, 1) noise."""
+    if init == "real":
+        return real.x[real.stratified_indices(ipc, generator)].clone()
+    return torch.randn((real.num_classes * ipc, *real.image_shape), generator=generator)
+
+
+def class_labels(num_classes: int, ipc: int) -> torch.Tensor:
+    """Hard labels ``0..K-1``, each repeated ``ipc`` times (the layout every method here uses)."""
+    return torch.arange(num_classes).repeat_interleave(ipc)
+
+
+class LossLog:
+    """Averages a loss over windows of iterations (about ``points`` windows in all) without a host sync per step.
+
+    A non-finite window mean raises :class:`DDError` with ``diverged`` (a sentence naming the fix).
+    """
+
+    def __init__(self, total: int, diverged: str, points: int = 100) -> None:
+        self.every = max(1, math.ceil(total / points))
+        self.values: list[float] = []
+        self._diverged = diverged
+        self._sum: torch.Tensor | None = None
+        self._count = 0
+
+    def add(self, loss: torch.Tensor) -> float | None:
+        """Record one iteration's loss; returns the window mean when a window closes."""
+        value = loss.detach()
+        self._sum = value if self._sum is None else self._sum + value
+        self._count += 1
+        return self.flush() if self._count >= self.every else None
+
+    def flush(self) -> float | None:
+        if not self._count or self._sum is None:
+            return None
+        mean = float(self._sum) / self._count
+        if not math.isfinite(mean):
+            raise DDError(self._diverged)
+        self.values.append(round(mean, 6))
+        self._sum, self._count = None, 0
+        return mean
+
+    def meta(self) -> dict[str, Any]:
+        return {"loss_history": list(self.values), "loss_every": self.every}

@@ -1,0 +1,143 @@
+"""The main job end to end on tiny budgets: files, schema, resume, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ddeval.cli import main
+from ddeval.pipeline import run_suite
+
+TINY = [
+    "ipc=1,2", "methods=random,dm", "methods.dm.iterations=5", "methods.dm.batch_real=16",
+    "network=convnet-d2", "network_args.width=16",
+    "accuracy.networks=convnet-d2,mlp", "accuracy.network_args.convnet-d2.width=16", "accuracy.eval_seeds=2",
+    "accuracy.epochs=30", "accuracy.full_data_epochs=2",
+    "privacy.ipc=2", "nas.ipc=2", "nas.space=tiny", "nas.proxy_epochs=3", "nas.full_epochs=1", "nas.proxies=dm,random",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    out = tmp_path_factory.mktemp("run") / "run"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HOME", str(home))
+    try:
+        results = run_suite("quickstart", overrides=TINY, run_dir=out, device="cpu", progress=False)
+    finally:
+        mp.undo()
+    return results, out, home
+
+
+def test_run_writes_every_artefact(tiny_run):
+    results, out, home = tiny_run
+    for name in ("config.yaml", "manifest.json", "results.json", "report.md", "report.html"):
+        assert (out / name).is_file(), name
+    written = [p for p in home.rglob("*") if p.is_file() and "matplotlib" not in p.parts]
+    assert written == [], "nothing but matplotlib's font cache may land in the user's home (NNI included)"
+    assert list((out / "nas").rglob("nni-experiments")), "NNI's files belong in the run directory"
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "https://" not in html
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["versions"]["torch"] and manifest["seeds"]["eval"] == [1000, 1001]
+    assert "git" in manifest and "machine" in manifest
+
+
+def test_results_schema(tiny_run):
+    results, out, _ = tiny_run
+    stored = json.loads((out / "results.json").read_text())
+    assert stored["schema_version"] == 1
+    rows = stored["accuracy"]["rows"]
+    combos = {(r["method"], r["ipc"], r["network"]) for r in rows}
+    assert {("dm", 2, "convnet-d2"), ("random", 2, "mlp"), ("noise", 1, "convnet-d2")} <= combos
+    for r in rows:
+        assert 0.0 <= r["accuracy_mean"] <= 1.0 and len(r["accuracies"]) == 2
+    assert 0.0 < stored["accuracy"]["full_data"]["accuracy_mean"] <= 1.0
+    targets = {r["target"] for r in stored["privacy"]["rows"]}
+    assert {"dm", "random", "noise", "full-data"} == targets
+    for r in stored["privacy"]["rows"]:
+        assert 0.0 <= r["auc"] <= 1.0 and r["num_nonmembers"] == stored["dataset"]["num_test"]
+        assert r["resolves_0p1pct_fpr"] is False and r["note"]
+    nas = stored["nas"]
+    assert nas["num_candidates"] == 4 and {p["proxy"] for p in nas["proxies"]} == {"dm", "random"}
+    for p in nas["proxies"]:
+        assert -1.0 <= p["spearman"] <= 1.0 or p["spearman"] is None
+    dm_set = next(s for s in stored["synthetic"] if s["method"] == "dm" and s["ipc"] == 2)
+    assert (out / dm_set["path"] / "tensors.pt").is_file()
+    # the distilled DM set uses the suite-level distillation network
+    meta = json.loads((out / dm_set["path"] / "meta.json").read_text())
+    assert meta["meta"]["config"]["network"] == "convnet-d2" and meta["meta"]["config"]["network_args"] == {"width": 16}
+
+
+def test_rerun_resumes_from_cache(tiny_run):
+    results, out, home = tiny_run
+    again = run_suite("quickstart", overrides=TINY, run_dir=out, device="cpu", progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["units"]["computed"] == 0 and manifest["units"]["reused"] > 0
+    assert again["accuracy"] == results["accuracy"]
+    assert again["privacy"] == results["privacy"]
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--set", "methods=dmm"], 'Unknown method "dmm".*Did you mean "dm"'),
+    (["run", "--set", "dataset=digitz"], 'Unknown dataset "digitz"'),
+    (["run", "--set", "accuracy.epoch=3"], 'Unknown key "epoch".*Did you mean "epochs"'),
+    (["run", "--set", "methods.dm.iteration=3"], 'Unknown key "iteration"'),
+    (["run", "--set", "accuracy.eval_seeds=-1"], "eval_seeds must be >= 1"),
+    (["run", "no_such_suite.yaml"], "does not exist"),
+    (["distill", "dm", "--set", "lr_img=fast", "--out", "unused"], "must be a number"),
+    (["distill", "dm", "--dataset", "npz:/no/such/file.npz", "--out", "unused"], "file.npz"),
+])
+def test_cli_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    import re
+
+    assert re.search(message, _error_line(capsys))
+
+
+def test_cli_malformed_npz_and_wrong_shape(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.npz").write_bytes(b"this is not a zip file")
+    assert main(["distill", "random", "--dataset", f"npz:{tmp_path / 'bad.npz'}", "--out", "x"]) == 2
+    assert "bad.npz" in _error_line(capsys)
+    # a digits (8x8) synthetic set cannot be evaluated on 12x12 images
+    assert main(["distill", "random", "--ipc", "1", "--out", str(tmp_path / "syn")]) == 0
+    capsys.readouterr()
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "other.npz", x_train=rng.integers(0, 255, (20, 12, 12), dtype=np.uint8),
+             y_train=np.arange(20) % 10, x_test=rng.integers(0, 255, (10, 12, 12), dtype=np.uint8),
+             y_test=np.arange(10))
+    assert main(["evaluate", str(tmp_path / "syn"), "--dataset", f"npz:{tmp_path / 'other.npz'}"]) == 2
+    assert "shape" in _error_line(capsys)
+    assert not Path("x").exists()
+
+
+def test_cli_distill_then_evaluate(tmp_path, capsys):
+    syn = tmp_path / "syn"
+    assert main(["distill", "herding", "--ipc", "2", "--set", "embedding=pixels", "--out", str(syn)]) == 0
+    assert (syn / "tensors.pt").is_file()
+    assert main(["evaluate", str(syn), "--network", "mlp", "--seeds", "2", "--epochs", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "mlp" in out and "±" in out
+
+
+def test_cli_ls_lists_every_kind(capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    for word in ("methods:", "dm", "dsa", "networks:", "convnet", "resnet18", "datasets:", "digits", "npz",
+                 "evaluators:", "privacy", "suites:", "quickstart"):
+        assert word in out
