@@ -10,6 +10,7 @@ seeds), the random-subset baseline, the published number, distillation time and 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     command = "python benchmarks/mnist_table.py" + "".join(f" --set {o}" for o in args.overrides)
+    os.environ.setdefault("DDEVAL_COMMAND", command)
     try:
         results = run_suite("mnist-benchmark", overrides=args.overrides, run_dir=out / "run", device=args.device)
     except DDError as err:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     os.environ.setdefault("DDEVAL_COMMAND", "ddeval " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
+    previous = _terminate_as_interrupt()
     try:
         return args.handler.run(args)
     except DDError as err:
@@ -223,6 +225,21 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: finished units are kept; rerun the same command (same --out) to resume.",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _terminate_as_interrupt() -> Any:
+    """Treat SIGTERM like Ctrl-C so cleanup (``finally`` blocks, NNI's stop) runs; returns the old handler."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
+        return None
 
 
 if __name__ == "__main__":

@@ -141,3 +141,65 @@ def test_cli_ls_lists_every_kind(capsys):
     for word in ("methods:", "dm", "dsa", "networks:", "convnet", "resnet18", "datasets:", "digits", "npz",
                  "evaluators:", "privacy", "suites:", "quickstart"):
         assert word in out
+
+
+def _descendants(pid: int) -> list[int]:
+    """Process ids whose parent chain reaches ``pid`` (from /proc, no extra dependency)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        children = [p for p, parent in parents.items() if parent == current]
+        found += children
+        frontier += children
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to list processes")
+def test_sigterm_during_nas_stops_cleanly_and_rerun_resumes(tmp_path):
+    """SIGTERM mid-search: exit 130, no process left, nothing in HOME; the rerun reuses finished units."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    home.mkdir()
+    out = tmp_path / "run"
+    env = {**os.environ, "HOME": str(home), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "ddeval.cli", "run", "--out", str(out), "--device", "cpu"]
+    for item in TINY:
+        argv += ["--set", item]
+    argv += ["--set", "nas.full_epochs=40"]  # long enough to be caught mid-search
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not any(out.glob("nas/full-data/nni/nni-experiments/*")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(1.0)
+    children = _descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    time.sleep(0.5)
+    alive = [p for p in children if Path(f"/proc/{p}").exists()]
+    assert alive == [], f"processes left behind: {alive}"
+    assert [p for p in home.rglob("*") if p.is_file() and "matplotlib" not in p.parts] == []
+    assert not (out / "results.json").exists()
+    finished = len(list((out / "units").glob("*.json")))
+    assert finished > 0
+    rerun = subprocess.run(argv[:-2] + ["--set", "nas.full_epochs=1"], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["units"]["reused"] >= finished
