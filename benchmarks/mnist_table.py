@@ -10,6 +10,7 @@ seeds), the random-subset baseline, the published number, distillation time and 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -33,8 +34,10 @@ def table(results: dict, command: str) -> str:
     rows = [r for r in acc["rows"] if not r.get("cross_architecture")]
     random_acc = {r["ipc"]: r["accuracy_mean"] for r in rows if r["method"] == "random"}
     dataset = results["dataset"]
+    methods = sorted({r["method"] for r in rows})
+    ipcs = sorted({r["ipc"] for r in rows})
     lines = [
-        "# MNIST benchmark: every method at ipc 1 and 10",
+        f"# MNIST benchmark: {', '.join(methods)} at ipc {', '.join(map(str, ipcs))}",
         "",
         f"Data: {dataset['name']} ({dataset['num_train']} real training images, 500 per class; the full "
         f"{dataset['num_test']}-image MNIST test set). Network: ConvNet-3 (width 128, instance norm) for "
@@ -79,12 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--table-only", action="store_true",
+                        help="rewrite README.md from the existing run's results.json without running anything")
     args = parser.parse_args(argv)
     out = Path(args.out)
     command = "python benchmarks/mnist_table.py" + "".join(f" --set {o}" for o in args.overrides)
+    if out != OUT:
+        command += f" --out {args.out}"
     os.environ.setdefault("DDEVAL_COMMAND", command)
     try:
-        results = run_suite("mnist-benchmark", overrides=args.overrides, run_dir=out / "run", device=args.device)
+        if args.table_only:
+            results_path = out / "run" / "results.json"
+            if not results_path.is_file():
+                raise DDError(f"{results_path} does not exist; run without --table-only first.")
+            results = json.loads(results_path.read_text())
+            command = json.loads((out / "run" / "manifest.json").read_text()).get("command") or command
+        else:
+            results = run_suite("mnist-benchmark", overrides=args.overrides, run_dir=out / "run",
+                                device=args.device)
     except DDError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
