@@ -44,6 +44,16 @@ def build_network(name: str, real: LabeledData, seed: int, network_args: dict[st
     return net.to(device)
 
 
+def check_matching(cfg: Any) -> None:
+    """Checks shared by the configs of the matching methods (DM, DC, DSA): budgets, init, DSA, network."""
+    check(cfg.iterations >= 1, f"iterations must be at least 1, got {cfg.iterations}.")
+    check(cfg.lr_img > 0, f"lr_img must be positive, got {cfg.lr_img}.")
+    check(cfg.batch_real >= 1, f"batch_real must be at least 1, got {cfg.batch_real}.")
+    check(cfg.init in ("real", "noise"), f'init must be "real" or "noise", got {cfg.init!r}.')
+    check_augment(cfg.dsa, cfg.dsa_strategy)
+    check_network(cfg.network, cfg.network_args)
+
+
 def check_augment(dsa: bool, strategy: str | None) -> None:
     """Validate a (dsa, dsa_strategy) pair at config time."""
     check(dsa or strategy is None,

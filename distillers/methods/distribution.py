@@ -19,8 +19,7 @@ from distillers.methods.common import (
     ClassSampler,
     LossLog,
     build_network,
-    check_augment,
-    check_network,
+    check_matching,
     class_labels,
     draw_seed,
     embed,
@@ -57,13 +56,8 @@ class DM(Distiller):
         network_args: dict[str, Any] = field(default_factory=dict)
 
         def __post_init__(self) -> None:
-            check(self.iterations >= 1, f"iterations must be at least 1, got {self.iterations}.")
-            check(self.lr_img > 0, f"lr_img must be positive, got {self.lr_img}.")
+            check_matching(self)
             check(0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}.")
-            check(self.batch_real >= 1, f"batch_real must be at least 1, got {self.batch_real}.")
-            check(self.init in ("real", "noise"), f'init must be "real" or "noise", got {self.init!r}.')
-            check_augment(self.dsa, self.dsa_strategy)
-            check_network(self.network, self.network_args)
 
     def _distill(self, real: LabeledData, ipc: int, generator: torch.Generator, device: torch.device,
                  progress: bool) -> SyntheticSet:

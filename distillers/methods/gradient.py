@@ -23,8 +23,7 @@ from distillers.methods.common import (
     ClassSampler,
     LossLog,
     build_network,
-    check_augment,
-    check_network,
+    check_matching,
     class_labels,
     draw_seed,
     initial_images,
@@ -113,19 +112,14 @@ class DC(Distiller):
         network_args: dict[str, Any] = field(default_factory=dict)
 
         def __post_init__(self) -> None:
-            check(self.iterations >= 1, f"iterations must be at least 1, got {self.iterations}.")
-            check(self.lr_img > 0, f"lr_img must be positive, got {self.lr_img}.")
+            check_matching(self)
             check(0 <= self.momentum_img < 1, f"momentum_img must lie in [0, 1), got {self.momentum_img}.")
             check(self.lr_net > 0, f"lr_net must be positive, got {self.lr_net}.")
-            check(self.batch_real >= 1, f"batch_real must be at least 1, got {self.batch_real}.")
             check(self.batch_train >= 1, f"batch_train must be at least 1, got {self.batch_train}.")
             check(self.outer_loop is None or self.outer_loop >= 1,
                   f"outer_loop must be at least 1 (or unset for the ipc default), got {self.outer_loop}.")
             check(self.inner_loop is None or self.inner_loop >= 0,
                   f"inner_loop must be at least 0 (or unset for the ipc default), got {self.inner_loop}.")
-            check(self.init in ("real", "noise"), f'init must be "real" or "noise", got {self.init!r}.')
-            check_augment(self.dsa, self.dsa_strategy)
-            check_network(self.network, self.network_args)
 
     def loops(self, ipc: int) -> tuple[int, int]:
         """(outer_loop, inner_loop) for ``ipc``: the configured values, else the authors' defaults."""
