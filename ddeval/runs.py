@@ -50,6 +50,7 @@ class RunDir:
         except OSError as err:
             raise DDError(f"Cannot create the run directory {self.path} ({err.strerror}); "
                           "choose another --out.") from None
+        self.git = git_info()  # the code that runs is the code at the start, not at the end
         self.reused = 0
         self.computed = 0
         self.timings: dict[str, float] = {}
@@ -90,7 +91,7 @@ class RunDir:
             "started": started,
             "finished": now_iso(),
             "command": os.environ.get("DDEVAL_COMMAND", ""),
-            "git": git_info(),
+            "git": self.git,
             "versions": package_versions(),
             "python": platform.python_version(),
             "machine": machine_info(device),
