@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 import distillers
 from ddeval import datasets
-from ddeval.accuracy import evaluate_over_seeds, recipe
+from ddeval.accuracy import evaluate_over_seeds, mean_std, recipe
 from ddeval.config import Suite, load_suite
 from ddeval.runs import RunDir, now_iso, unit_key
 from distillers.augment import default_strategy
@@ -230,7 +230,8 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
             for network in acc.networks:
                 bar.stage(f"accuracy {name} ipc={ipc} on {network}")
                 per_seed = []
-                for seed in sorted({s for (m, k, s) in sets if m == name and k == ipc}):
+                distill_seeds = sorted(s for (m, k, s) in sets if m == name and k == ipc)
+                for seed in distill_seeds:
                     syn = sets[(name, ipc, seed)]
                     per_seed.append(evaluate_over_seeds(
                         syn, test, network=network, network_args=acc.args_for(network), train_config=cfg,
@@ -238,20 +239,18 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
                         unit_spec={"set": syn.meta.get("unit_key"), "test": test.fingerprint()}))
                     bar.step()
                 accuracies = [a for r in per_seed for a in r["accuracies"]]
-                from ddeval.accuracy import mean_std
-
                 mean, std = mean_std(accuracies)
                 rows.append({
                     "method": name, "ipc": ipc, "network": network,
                     "cross_architecture": network != acc.networks[0],
                     "accuracy_mean": mean, "accuracy_std": std, "accuracies": accuracies,
                     "eval_seeds": eval_seeds,
-                    "distill_seeds": sorted({s for (m, k, s) in sets if m == name and k == ipc}),
-                    "distill_seconds": _mean([sets[key].meta.get("distill_seconds", 0.0) for key in sets
-                                              if key[0] == name and key[1] == ipc]),
+                    "distill_seeds": distill_seeds,
+                    "distill_seconds": _mean([sets[(name, ipc, s)].meta.get("distill_seconds", 0.0)
+                                              for s in distill_seeds]),
                     "train_seconds_mean": _mean([r["train_seconds_mean"] for r in per_seed]),
                     "epochs": cfg.epochs,
-                    "method_config": sets[next(k for k in sets if k[0] == name and k[1] == ipc)].meta.get("config"),
+                    "method_config": sets[(name, ipc, distill_seeds[0])].meta.get("config"),
                 })
     out: dict[str, Any] = {"recipe": {**config_dict(cfg)}, "rows": rows}
     if acc.full_data:

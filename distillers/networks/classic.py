@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from distillers.networks.convnet import (
+    Classifier,
     ShapeTracker,
     _positive_int,
     first_conv_padding,
@@ -31,7 +32,7 @@ def _check_common(channels: int, num_classes: int, image_size: tuple[int, int]) 
     return (_positive_int(channels, "channels"), _positive_int(num_classes, "num_classes"), image_hw(image_size))
 
 
-class MLP(nn.Module):
+class MLP(Classifier):
     """Two hidden layers of ``hidden`` units with ReLU on the flattened image."""
 
     def __init__(self, channels: int, num_classes: int, image_size: tuple[int, int], hidden: int = 128) -> None:
@@ -50,11 +51,8 @@ class MLP(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
 
-
-class LeNet(nn.Module):
+class LeNet(Classifier):
     """LeNet-5: conv 5x5 (6) → pool → conv 5x5 (16) → pool → 120 → 84 → classes, ReLU activations."""
 
     def __init__(self, channels: int, num_classes: int, image_size: tuple[int, int]) -> None:
@@ -86,11 +84,8 @@ class LeNet(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
 
-
-class AlexNet(nn.Module):
+class AlexNet(Classifier):
     """Small-image AlexNet: conv5(128) → pool → conv5(192) → pool → conv3(256, 192, 192) → pool → linear."""
 
     def __init__(self, channels: int, num_classes: int, image_size: tuple[int, int]) -> None:
@@ -122,14 +117,11 @@ class AlexNet(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).flatten(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
-
 
 _VGG11: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
-class VGG11(nn.Module):
+class VGG11(Classifier):
     """VGG-11 for small images: conv 3x3 → norm → ReLU stages with 2x2 max pooling, then one linear layer.
 
     ``norm`` is instance norm by default (as in the distillation code bases); ``"batchnorm"`` gives VGG11-BN.
@@ -162,9 +154,6 @@ class VGG11(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x).flatten(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
-
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (1x1 projection when the shape changes)."""
@@ -189,7 +178,7 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(Classifier):
     """ResNet-18 for small images: a 3x3 stem (no max pooling), four stages of two basic blocks (64-512
     channels), global average pooling and one linear layer. A stage halves the maps only while they are at
     least 4x4. ``norm`` is instance norm by default; ``"batchnorm"`` gives ResNet18-BN.
@@ -218,9 +207,6 @@ class ResNet18(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.stages(self.stem(x))).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
 
 
 __all__ = ["MLP", "LeNet", "AlexNet", "VGG11", "ResNet18", "BasicBlock"]

@@ -118,7 +118,19 @@ def first_conv_padding(image_size: tuple[int, int], base: int, extra: int) -> tu
     return tuple(base + extra if s == 28 else base for s in image_size)  # type: ignore[return-value]
 
 
-class ConvNet(nn.Module):
+class Classifier(nn.Module):
+    """Base of every registered network: ``forward(x)`` is ``classifier(embed(x))``."""
+
+    classifier: nn.Module
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(x))
+
+
+class ConvNet(Classifier):
     """ConvNet-``depth``: [conv 3x3 → norm → act → pool] x depth → linear.
 
     A pooling step is skipped when it would shrink the maps below 2x2 while a block still follows (instance
@@ -175,9 +187,6 @@ class ConvNet(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Flattened penultimate features ``[B, feature_dim]``."""
         return self.features(x).flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.embed(x))
 
     def extra_repr(self) -> str:
         return (f"depth={self.depth}, width={self.width}, act={self.act_name}, norm={self.norm_name}, "
