@@ -18,10 +18,12 @@ from distillers.synthetic import SyntheticSet
 UnitRunner = Callable[[str, dict[str, Any], Callable[[], dict[str, Any]]], dict[str, Any]]
 
 
-def recipe(config: AccuracyConfig, *, epochs: int | None = None, augment: str | None = None) -> TrainConfig:
-    """The evaluation TrainConfig for ``config`` (``augment`` is the DSA strategy when enabled)."""
+def recipe(config: AccuracyConfig, *, epochs: int | None = None, augment: str | None = None,
+           fast: bool = True) -> TrainConfig:
+    """The evaluation TrainConfig for ``config`` (``augment`` is the DSA strategy when enabled, ``fast``
+    the suite's fast-path switch)."""
     return TrainConfig(epochs=epochs or config.epochs, lr=config.lr, batch_size=config.batch_size,
-                       augment=augment if config.augment else None)
+                       augment=augment if config.augment else None, fast=fast)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""Command line: ``ddeval run | distill | evaluate | ls``.
+"""Command line: ``ddeval run | distill | evaluate | bench | ls``.
 
 Each subcommand is a small class with its own arguments and examples. Mistakes a user can fix end with one
 ``error:`` line naming the fix and exit status 2; an interrupted run exits 130 and can be resumed by running
@@ -8,6 +8,7 @@ the same command with the same ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import signal
@@ -36,6 +37,9 @@ class Command:
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="auto (a GPU when present, else CPU), cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--no-fast", dest="fast", action="store_false",
+                        help="plain float32 eager PyTorch: no bf16 autocast, no torch.compile (the fast path "
+                             "is on by default where the device supports it)")
 
 
 class RunCommand(Command):
@@ -58,7 +62,8 @@ class RunCommand(Command):
         from ddeval.pipeline import run_suite
         from ddeval.summary import summary_table
 
-        results = run_suite(args.suite, overrides=args.overrides, run_dir=args.out, device=args.device)
+        overrides = list(args.overrides) + ([] if args.fast else ["fast=false"])
+        results = run_suite(args.suite, overrides=overrides, run_dir=args.out, device=args.device)
         print(summary_table(results))
         run_dir = Path(results["run"]["dir"])
         print(f"\nReport: {run_dir / 'report.html'}\n        {run_dir / 'report.md'}")
@@ -91,6 +96,8 @@ class DistillCommand(Command):
         from distillers.protocol import resolve_device
 
         cfg = apply_overrides({}, args.overrides)
+        if not args.fast and "fast" in {f.name for f in dataclasses.fields(distillers.METHODS.get(args.method).Config)}:
+            cfg["fast"] = False
         method = distillers.create(args.method, **cfg)
         train, _ = datasets.load(args.dataset, root=args.data_root, download=args.download)
         syn = method.distill(train, args.ipc, seed=args.seed, device=str(resolve_device(args.device)))
@@ -131,7 +138,7 @@ class EvaluateCommand(Command):
         check_compatible(syn, test, args.dataset)
         acc = AccuracyConfig(networks=tuple(args.network or ["convnet"]), eval_seeds=args.seeds,
                              epochs=args.epochs, augment=args.augment)
-        cfg = recipe(acc, augment=default_strategy(test.name))
+        cfg = recipe(acc, augment=default_strategy(test.name), fast=args.fast)
         device = str(resolve_device(args.device))
         print(f"{'network':<12} {'accuracy (%)':>16}  seeds")
         for network in acc.networks:
@@ -152,6 +159,47 @@ def check_compatible(syn: Any, test: Any, dataset: str) -> None:
     if syn.num_classes != test.num_classes:
         raise DDError(f"The synthetic set has {syn.num_classes} classes but {dataset} has {test.num_classes}; "
                       "evaluate on the data set it was distilled from.")
+
+
+class BenchCommand(Command):
+    name = "bench"
+    help = "fp32 eager baseline vs fast path: training img/s, s per iteration, memory, FLOP/s vs peak"
+    examples = """examples:
+  ddeval bench                                  # full benchmark into reports/benchmarks/<cpu|cuda>/ (~30 min)
+  ddeval bench --methods dm,dsa --no-scaling    # just those methods
+  ddeval bench --quick --out /tmp/bench         # a one-minute smoke run (figures not meaningful)"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--out", default="reports/benchmarks",
+                            help="folder; results go to <out>/<device kind>/ (default: reports/benchmarks)")
+        parser.add_argument("--methods", default="", help="comma-separated method names (default: all)")
+        parser.add_argument("--repeats", type=int, default=3, help="alternating repeats of evaluation training")
+        parser.add_argument("--method-repeats", type=int, default=2,
+                            help="alternating repeats for DM, DC and DSA (default: 2)")
+        parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+        parser.add_argument("--no-scaling", dest="scaling", action="store_false",
+                            help="skip the scaling measurements (ipc 1/10/50, real-set sizes)")
+        parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs, nothing more")
+        parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ddeval.bench import BenchConfig, run_bench
+        from distillers.config import build_config
+
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        cfg = build_config(BenchConfig, {"device": args.device, "quick": args.quick, "repeats": args.repeats,
+                                         "method_repeats": args.method_repeats, "methods": methods,
+                                         "scaling": args.scaling, "threads": args.threads}, what="bench")
+        results = run_bench(cfg, out=args.out, log=lambda text: print(text, file=sys.stderr, flush=True))
+        folder = Path(args.out) / results["machine"]["device"].split(":")[0]
+        for row in results["training"]:
+            print(f"{row['workload']}: {row['baseline']['images_per_second']:.0f} -> "
+                  f"{row['fast']['images_per_second']:.0f} img/s ({row['speedup']:.2f}x, {row['fast']['path']})")
+        for row in results["methods"]:
+            print(f"{row['method']}: {row['baseline']['seconds']:.3g} -> {row['fast']['seconds']:.3g} s per "
+                  f"{row['per']} ({row['speedup']}x)")
+        print(f"\nReport: {folder / 'README.md'}")
+        return 0
 
 
 class ListCommand(Command):
@@ -190,7 +238,7 @@ class ListCommand(Command):
         return 0
 
 
-COMMANDS = (RunCommand(), DistillCommand(), EvaluateCommand(), ListCommand())
+COMMANDS = (RunCommand(), DistillCommand(), EvaluateCommand(), BenchCommand(), ListCommand())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -92,6 +92,7 @@ class Suite:
     seed: int = 0
     network: str | None = None  # distillation network for every method that has one (unless it sets its own)
     network_args: dict[str, Any] = field(default_factory=dict)
+    fast: bool = True  # bf16 autocast / torch.compile where they pay (distillers.fastpath); false = fp32 eager
     methods: dict[str, dict[str, Any]] = field(default_factory=lambda: {"random": {}, "dm": {}})
     accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -101,6 +102,7 @@ class Suite:
         check(len(self.ipc) >= 1 and all(k >= 1 for k in self.ipc),
               f"ipc must be a list of positive integers, got {list(self.ipc)}.")
         check(self.distill_seeds >= 1, f"distill_seeds must be >= 1, got {self.distill_seeds}.")
+        check(isinstance(self.fast, bool), f"fast must be true or false, got {self.fast!r}.")
         check(len(self.methods) >= 1, "methods needs at least one method name.")
         for name, cfg in self.methods.items():
             check(isinstance(cfg, Mapping),

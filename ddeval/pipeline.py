@@ -131,6 +131,8 @@ def _resolved_methods(suite: Suite) -> dict[str, dict[str, Any]]:
             cfg.setdefault("network", suite.network)
         if suite.network_args and "network_args" in fields:
             cfg.setdefault("network_args", dict(suite.network_args))
+        if "fast" in fields:
+            cfg.setdefault("fast", suite.fast)
         distillers.create(name, **cfg)
     return methods
 
@@ -223,7 +225,7 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
               bar: _Progress) -> dict[str, Any]:
     acc = suite.accuracy
     strategy = default_strategy(train.name or suite.dataset)
-    cfg = recipe(acc, augment=strategy)
+    cfg = recipe(acc, augment=strategy, fast=suite.fast)
     rows = []
     for ipc in suite.ipc:
         for name in methods:
@@ -255,7 +257,7 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
     out: dict[str, Any] = {"recipe": {**config_dict(cfg)}, "rows": rows}
     if acc.full_data:
         bar.stage("accuracy of the full real data")
-        full_cfg = recipe(acc, epochs=acc.full_data_epochs, augment=strategy)
+        full_cfg = recipe(acc, epochs=acc.full_data_epochs, augment=strategy, fast=suite.fast)
         out["full_data"] = evaluate_over_seeds(
             train, test, network=acc.networks[0], network_args=acc.args_for(acc.networks[0]), train_config=full_cfg,
             seeds=eval_seeds, device=device, run_unit=rd.unit,
@@ -281,7 +283,7 @@ def _privacy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str, 
 
     def attack_unit(target: str, ipc: int | None, data: LabeledData | SyntheticSet, epochs: int,
                     data_key: str) -> dict[str, Any]:
-        train_cfg = recipe(acc, epochs=epochs)
+        train_cfg = recipe(acc, epochs=epochs, fast=suite.fast)
         spec = {"target": data_key, "attack": pcfg.attack, "network": network, "network_args": net_args,
                 "seed": seed, "recipe": train_cfg.__dict__, "members": train.fingerprint(),
                 "nonmembers": test.fingerprint()}
@@ -320,7 +322,7 @@ def _nas(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str, int,
 
     def run_search(label: str, data: LabeledData | SyntheticSet, epochs: int, data_key: str) -> dict[str, Any]:
         cfg = NASConfig(space=ncfg.space, strategy=ncfg.strategy, epochs=epochs, lr=ncfg.lr,
-                        batch_size=ncfg.batch_size, seed=suite.seed)
+                        batch_size=ncfg.batch_size, seed=suite.seed, fast=suite.fast)
         spec = {"label": label, "data": data_key, "test": test.fingerprint(), "config": config_dict(cfg)}
         labeled = data.as_labeled() if isinstance(data, SyntheticSet) else data
         bar.stage(f"NAS search on {label}")

@@ -22,6 +22,7 @@ from distillers.augment import DSA
 from distillers.config import check
 from distillers.data import LabeledData
 from distillers.errors import DDError
+from distillers.fastpath import FastPath
 from distillers.networks import create
 from distillers.synthetic import SyntheticSet
 
@@ -40,7 +41,8 @@ class TrainConfig:
 
     ``augment`` is a DSA strategy string (e.g. ``"color_crop_cutout_scale_rotate"``) or ``None``;
     ``decay_at`` is the fraction of the epochs after which the learning rate is multiplied by 0.1 once
-    (``1.0`` = never).
+    (``1.0`` = never); ``fast`` turns on the fast path of :mod:`distillers.fastpath` (bf16 autocast where
+    the device supports it, ``torch.compile`` for long runs); ``False`` is plain float32 eager PyTorch.
     """
 
     epochs: int = 300
@@ -50,6 +52,7 @@ class TrainConfig:
     batch_size: int = 256
     augment: str | None = None
     decay_at: float = 0.5
+    fast: bool = True
 
     def __post_init__(self) -> None:
         check(_is_int(self.epochs) and self.epochs >= 1,
@@ -64,6 +67,7 @@ class TrainConfig:
               f"TrainConfig.batch_size must be a positive integer, got {self.batch_size!r}.")
         check(_is_number(self.decay_at) and 0 < self.decay_at <= 1,
               f"TrainConfig.decay_at must lie in (0, 1] (1 = no decay), got {self.decay_at!r}.")
+        check(isinstance(self.fast, bool), f"TrainConfig.fast must be true or false, got {self.fast!r}.")
         DSA(self.augment)  # raises DDError naming the valid augmentations
 
     @property
@@ -130,7 +134,8 @@ def train(net: nn.Module, data: LabeledData | SyntheticSet, config: TrainConfig,
           generator: torch.Generator, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Train ``net`` in place on ``data`` with the standard recipe.
 
-    Returns ``{"train_seconds", "final_loss", "steps"}`` (``final_loss``: mean loss of the last epoch).
+    Returns ``{"train_seconds", "final_loss", "steps", "fast"}`` (``final_loss``: mean loss of the last
+    epoch; ``fast``: the fast path used, e.g. ``"bf16+compile"`` or ``"fp32 eager"``).
     A non-finite loss raises :class:`DDError` naming the learning rate. Soft-labelled synthetic sets are
     trained with cross-entropy against their label distributions.
     """
@@ -143,6 +148,8 @@ def train(net: nn.Module, data: LabeledData | SyntheticSet, config: TrainConfig,
     dsa = DSA(config.augment)
     net.to(device)
     net.train()
+    fast = FastPath.resolve(config.fast, device, steps=config.epochs * math.ceil(n / config.batch_size))
+    forward = fast.wrap(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     steps = 0
@@ -159,7 +166,9 @@ def train(net: nn.Module, data: LabeledData | SyntheticSet, config: TrainConfig,
             xb, yb = x[idx], y[idx]
             if not dsa.is_identity:
                 xb = dsa(xb, generator=generator)
-            loss = F.cross_entropy(net(xb), yb)
+            with fast.autocast():
+                logits = forward(xb)
+            loss = F.cross_entropy(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -170,7 +179,8 @@ def train(net: nn.Module, data: LabeledData | SyntheticSet, config: TrainConfig,
     if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
         _diverged(config, config.epochs - 1)
     _sync(device)
-    return {"train_seconds": time.perf_counter() - start, "final_loss": float(epoch_loss) / n, "steps": steps}
+    return {"train_seconds": time.perf_counter() - start, "final_loss": float(epoch_loss) / n, "steps": steps,
+            "fast": fast.label}
 
 
 _train_net = train  # train_and_evaluate's ``train`` argument shadows the function
@@ -183,8 +193,12 @@ def _diverged(config: TrainConfig, epoch: int) -> None:
 
 @torch.no_grad()
 def predict_logits(net: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
-                   device: str | torch.device = "cpu") -> torch.Tensor:
-    """Logits of ``net`` for images ``x`` in eval mode, without gradients, as a CPU float32 tensor."""
+                   device: str | torch.device = "cpu", fast: bool = False) -> torch.Tensor:
+    """Logits of ``net`` for images ``x`` in eval mode, without gradients, as a CPU float32 tensor.
+
+    ``fast=True`` computes them under bf16 autocast where supported: fine for an argmax (accuracy), too
+    coarse for the per-example losses membership-inference attacks threshold, hence off by default.
+    """
     if isinstance(x, LabeledData):
         x = x.x
     if not _is_int(batch_size) or batch_size < 1:
@@ -193,17 +207,19 @@ def predict_logits(net: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
     was_training = net.training
     net.to(device)
     net.eval()
+    path = FastPath.resolve(fast, device, steps=0)
     try:
-        outs = [net(chunk.to(device)).float().cpu() for chunk in x.split(batch_size)]
+        with path.autocast():
+            outs = [net(chunk.to(device)).float().cpu() for chunk in x.split(batch_size)]
     finally:
         net.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0, 0)
 
 
 def evaluate(net: nn.Module, data: LabeledData, *, batch_size: int = 1024,
-             device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy of ``net`` on ``data`` as a fraction in [0, 1]."""
-    logits = predict_logits(net, data.x, batch_size=batch_size, device=device)
+             device: str | torch.device = "cpu", fast: bool = False) -> float:
+    """Top-1 accuracy of ``net`` on ``data`` as a fraction in [0, 1] (``fast``: bf16 inference)."""
+    logits = predict_logits(net, data.x, batch_size=batch_size, device=device, fast=fast)
     return float((logits.argmax(dim=1) == data.y.cpu()).float().mean())
 
 
@@ -212,7 +228,7 @@ def train_and_evaluate(network: str, train: LabeledData | SyntheticSet, test: La
                        return_model: bool = False) -> dict[str, Any]:
     """Build ``network`` (weights from ``seed``), train it on ``train`` and test it once on ``test``.
 
-    Returns ``{"accuracy", "train_seconds", "eval_seconds", "seed", "network", "final_loss", "steps"}``
+    Returns ``{"accuracy", "train_seconds", "eval_seconds", "seed", "network", "final_loss", "steps", "fast"}``
     (plus ``"model"`` when ``return_model``). The shuffling and augmentation draws also come from ``seed``.
     """
     if not _is_int(seed):
@@ -231,7 +247,7 @@ def train_and_evaluate(network: str, train: LabeledData | SyntheticSet, test: La
     stats = _train_net(net, train, config, generator=generator, device=device)
     _sync(device)
     start = time.perf_counter()
-    accuracy = evaluate(net, test, device=device)
+    accuracy = evaluate(net, test, device=device, fast=config.fast)
     eval_seconds = time.perf_counter() - start
     result: dict[str, Any] = {
         "accuracy": accuracy,
@@ -241,6 +257,7 @@ def train_and_evaluate(network: str, train: LabeledData | SyntheticSet, test: La
         "network": network,
         "final_loss": stats["final_loss"],
         "steps": stats["steps"],
+        "fast": stats["fast"],
     }
     if return_model:
         result["model"] = net

@@ -84,6 +84,7 @@ class NASConfig:
     seed: int = 0
     max_trials: int | None = None
     engine: str = "sequential"
+    fast: bool = True
 
     def __post_init__(self) -> None:
         resolve_space(self.space)
@@ -106,7 +107,8 @@ class NASConfig:
         """The :class:`distillers.protocol.TrainConfig` every candidate is trained with."""
         from distillers.protocol import TrainConfig
 
-        return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, augment=self.augment)
+        return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, augment=self.augment,
+                           fast=self.fast)
 
 
 # --------------------------------------------------------------------------------------------- the trial
@@ -128,7 +130,7 @@ def train_candidate(arch: Mapping[str, Any], train: LabeledData | SyntheticSet, 
 
 
 def nni_trial(model: Any, *, train_path: str, test_path: str, epochs: int, lr: float, batch_size: int,
-              augment: str | None, seed: int, device: str) -> float:
+              augment: str | None, seed: int, device: str, fast: bool = True) -> float:
     """The evaluator function NNI calls for each candidate; reports the test accuracy as the metric.
 
     ``model`` is the frozen :class:`~ddeval.nas.space.ConvNetSpace`; only its ``arch`` is used: the network
@@ -138,7 +140,7 @@ def nni_trial(model: Any, *, train_path: str, test_path: str, epochs: int, lr: f
 
     from distillers.protocol import TrainConfig
 
-    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment)
+    config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment, fast=fast)
     test = load_data(test_path)
     if not isinstance(test, LabeledData):
         raise DDError(f"The NAS test data at {test_path} must be a labelled data file, not a synthetic set.")
@@ -358,7 +360,7 @@ def search(train: LabeledData | SyntheticSet, test: LabeledData, config: NASConf
                          seed=config.seed)
     evaluator = FunctionalEvaluator(nni_trial, train_path=str(train_path), test_path=str(test_path),
                                     epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
-                                    augment=config.augment, seed=config.seed, device=device)
+                                    augment=config.augment, seed=config.seed, device=device, fast=config.fast)
     exp_config = NasExperimentConfig("sequential", "simplified")
     exp_config.experiment_name = label
     exp_config.experiment_working_directory = str(nni_home / "nni-experiments")

@@ -18,6 +18,7 @@ import torch
 
 from distillers.config import check
 from distillers.data import LabeledData
+from distillers.fastpath import FastPath
 from distillers.methods.base import Distiller
 from distillers.methods.common import build_network, check_network, class_labels, draw_seed, embed
 from distillers.synthetic import SyntheticSet
@@ -62,8 +63,10 @@ class _EmbeddingSelector(Distiller):
         network: str = "convnet"
         network_args: dict[str, Any] = field(default_factory=dict)
         embed_epochs: int = 10
+        fast: bool = True
 
         def __post_init__(self) -> None:
+            check(isinstance(self.fast, bool), f"fast must be true or false, got {self.fast!r}.")
             check(self.embedding in ("pixels", "convnet"),
                   f'embedding must be "pixels" or "convnet", got {self.embedding!r}.')
             check(self.embed_epochs >= 1, f"embed_epochs must be at least 1, got {self.embed_epochs}.")
@@ -88,11 +91,11 @@ class _EmbeddingSelector(Distiller):
         from distillers import protocol
 
         net = build_network(cfg.network, real, draw_seed(generator), cfg.network_args, device)
-        protocol.train(net, real, protocol.TrainConfig(epochs=cfg.embed_epochs), generator=generator,
-                       device=device)
+        protocol.train(net, real, protocol.TrainConfig(epochs=cfg.embed_epochs, fast=cfg.fast),
+                       generator=generator, device=device)
         net.eval()
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), FastPath.resolve(cfg.fast, device, steps=0).autocast():
             for batch in real.x.split(1024):
                 out.append(embed(net, batch.to(device)).flatten(1).double().cpu())
         return torch.cat(out)

@@ -18,6 +18,7 @@ from torch import nn
 
 from distillers.config import check
 from distillers.data import LabeledData
+from distillers.fastpath import FastPath
 from distillers.methods.base import Distiller
 from distillers.methods.common import (
     ClassSampler,
@@ -90,7 +91,9 @@ class DC(Distiller):
     50→(50,10)); each iteration a new random network. The inner loop trains the network ``inner_loop`` epochs
     on the (detached) synthetic set. ``meta`` records the loops used, ``seconds_per_iteration`` and
     ``loss_history``: window means (one per ``loss_every`` iterations) of the matching loss summed over
-    classes and averaged over the outer steps of an iteration.
+    classes and averaged over the outer steps of an iteration. ``fast`` runs the networks under bf16
+    autocast (gradients, distances and image updates stay float32) and compiles the single-backward passes
+    (real batches, inner loop) for runs of 250+ outer steps.
     """
 
     name = "dc"
@@ -110,6 +113,7 @@ class DC(Distiller):
         dsa_strategy: str | None = None
         network: str = "convnet"
         network_args: dict[str, Any] = field(default_factory=dict)
+        fast: bool = True
 
         def __post_init__(self) -> None:
             check_matching(self)
@@ -138,6 +142,7 @@ class DC(Distiller):
         syn = initial_images(real, ipc, cfg.init, generator).to(device).requires_grad_(True)
         labels = class_labels(k, ipc).to(device)
         optimizer_img = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=cfg.momentum_img)
+        fast = FastPath.resolve(cfg.fast, device, steps=cfg.iterations * outer_loop)
         log = LossLog(cfg.iterations, f"{self.name.upper()} diverged (the matching loss became NaN or Inf); "
                                       f"lower lr_img (now {cfg.lr_img}) or lr_net (now {cfg.lr_net}).")
         start = time.perf_counter()
@@ -145,32 +150,39 @@ class DC(Distiller):
             for _ in range(cfg.iterations):
                 net = build_network(cfg.network, real, draw_seed(generator), cfg.network_args, device)
                 net.train()
+                forward = fast.wrap(net)  # single-backward passes only; the synthetic pass stays eager
                 weights = [p for p in net.parameters() if p.requires_grad and p.dim() >= 2]
                 optimizer_net = torch.optim.SGD(net.parameters(), lr=cfg.lr_net)
                 iteration_loss = torch.zeros((), device=device)
                 for step in range(outer_loop):
                     _freeze_batchnorm(net, sampler, k, generator)
-                    loss = self._matching_loss(net, weights, sampler, syn, ipc, augment, generator)
+                    loss = self._matching_loss(net, forward, fast, weights, sampler, syn, ipc, augment, generator)
                     # Gradient w.r.t. the images only (loss.backward() would also fill the net's .grad).
                     (syn.grad,) = torch.autograd.grad(loss, [syn])
                     optimizer_img.step()
                     iteration_loss = iteration_loss + loss.detach()
                     if step == outer_loop - 1:
                         break
-                    self._train_net(net, optimizer_net, syn.detach(), labels, inner_loop, augment, generator)
+                    self._train_net(net, forward, fast, optimizer_net, syn.detach(), labels, inner_loop, augment,
+                                    generator)
                 window = log.add(iteration_loss / outer_loop)
                 if window is not None:
                     bar.set_postfix(loss=f"{window:.4g}", refresh=False)
                 bar.update(1)
         log.flush()
         seconds = time.perf_counter() - start
-        return self.make_set(syn.detach(), class_labels(k, ipc), real, outer_loop=outer_loop,
+        return self.make_set(syn.detach(), class_labels(k, ipc), real, outer_loop=outer_loop, fast=fast.label,
                              inner_loop=inner_loop, seconds_per_iteration=round(seconds / cfg.iterations, 6),
                              **log.meta())
 
-    def _matching_loss(self, net: nn.Module, weights: Sequence[torch.Tensor], sampler: ClassSampler,
-                       syn: torch.Tensor, ipc: int, augment: Any, generator: torch.Generator) -> torch.Tensor:
-        """Σ_c gradient_distance(∇ CE(syn_c), ∇ CE(real_c)) over the network's weight matrices/kernels."""
+    def _matching_loss(self, net: nn.Module, forward: Any, fast: FastPath, weights: Sequence[torch.Tensor],
+                       sampler: ClassSampler, syn: torch.Tensor, ipc: int, augment: Any,
+                       generator: torch.Generator) -> torch.Tensor:
+        """Σ_c gradient_distance(∇ CE(syn_c), ∇ CE(real_c)) over the network's weight matrices/kernels.
+
+        ``forward`` is ``net`` or its compiled twin (same weights) for the real batch; the synthetic batch
+        needs a double backward, which compiled graphs do not support, so it goes through ``net``.
+        """
         cfg = self.config
         loss = torch.zeros((), device=syn.device)
         for c in range(len(sampler.index)):
@@ -181,13 +193,15 @@ class DC(Distiller):
                 x_real, x_syn = augment(x_real, seed=seed), augment(x_syn, seed=seed)
             y_real = torch.full((len(x_real),), c, dtype=torch.long, device=syn.device)
             y_syn = torch.full((ipc,), c, dtype=torch.long, device=syn.device)
-            g_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(x_real), y_real), weights)]
-            g_syn = torch.autograd.grad(F.cross_entropy(net(x_syn), y_syn), weights, create_graph=True)
+            with fast.autocast():
+                out_real, out_syn = forward(x_real), net(x_syn)
+            g_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(out_real.float(), y_real), weights)]
+            g_syn = torch.autograd.grad(F.cross_entropy(out_syn.float(), y_syn), weights, create_graph=True)
             loss = loss + gradient_distance(g_syn, g_real)
         return loss
 
-    def _train_net(self, net: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                   epochs: int, augment: Any, generator: torch.Generator) -> None:
+    def _train_net(self, net: nn.Module, forward: Any, fast: FastPath, optimizer: torch.optim.Optimizer,
+                   x: torch.Tensor, y: torch.Tensor, epochs: int, augment: Any, generator: torch.Generator) -> None:
         """``epochs`` epochs of SGD on the synthetic set (per-image DSA augmentation when enabled)."""
         batch = self.config.batch_train
         net.train()
@@ -198,7 +212,9 @@ class DC(Distiller):
                 xb = x[idx]
                 if augment is not None:
                     xb = augment(xb, generator=generator)
-                loss = F.cross_entropy(net(xb), y[idx])
+                with fast.autocast():
+                    logits = forward(xb)
+                loss = F.cross_entropy(logits.float(), y[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

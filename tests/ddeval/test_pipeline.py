@@ -135,6 +135,23 @@ def test_cli_distill_then_evaluate(tmp_path, capsys):
     assert "mlp" in out and "±" in out
 
 
+def test_no_fast_switch_reaches_every_method_and_recipe(tmp_path, capsys):
+    from ddeval.config import load_suite
+    from ddeval.pipeline import _resolved_methods
+
+    slow = _resolved_methods(load_suite("quickstart", ["fast=false"]))
+    assert slow["dm"]["fast"] is False and slow["herding"]["fast"] is False
+    assert "fast" not in slow["random"]  # nothing to speed up: no such key
+    assert _resolved_methods(load_suite("quickstart"))["dsa"]["fast"] is True
+    syn = tmp_path / "syn"
+    assert main(["distill", "dm", "--ipc", "1", "--set", "iterations=2", "--set", "network=convnet-d2",
+                 "--no-fast", "--out", str(syn)]) == 0
+    assert json.loads((syn / "meta.json").read_text())["meta"]["config"]["fast"] is False
+    assert main(["distill", "random", "--ipc", "1", "--no-fast", "--out", str(tmp_path / "r")]) == 0
+    assert main(["evaluate", str(syn), "--network", "convnet-d2", "--seeds", "1", "--epochs", "2",
+                 "--no-fast"]) == 0
+
+
 def test_cli_ls_lists_every_kind(capsys):
     assert main(["ls"]) == 0
     out = capsys.readouterr().out
