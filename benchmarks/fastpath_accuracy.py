@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         "Other distillation path, same evaluation: "
         + ", ".join(f"{e} evaluation {g:+.2f}" for e, g in set_gap.items()) + ".",
         "",
-        "Mean training time per evaluation network: "
+        "Mean training time per evaluation network (indicative only: other work shared the 2 cores during "
+        "the committed run; reports/benchmarks/cpu/ has clean side-by-side timings): "
         + ", ".join(f"{k} {v['train_seconds_mean']:.0f} s ({v['path']})" for k, v in results.items()) + ".",
         "",
         "Regenerate (resumable; units are cached under units/):",

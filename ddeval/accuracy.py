@@ -50,7 +50,7 @@ def evaluate_over_seeds(train: LabeledData | SyntheticSet, test: LabeledData, *,
         def compute(seed: int = seed) -> dict[str, Any]:
             out = train_and_evaluate(network, train, test, train_config, seed=seed, device=device,
                                      network_args=network_args)
-            return {k: out[k] for k in ("accuracy", "train_seconds", "eval_seconds")}
+            return {k: out[k] for k in ("accuracy", "train_seconds", "eval_seconds", "fast")}
 
         results.append(run_unit("eval", spec, compute))
     accuracies = [float(r["accuracy"]) for r in results]
@@ -63,4 +63,5 @@ def evaluate_over_seeds(train: LabeledData | SyntheticSet, test: LabeledData, *,
         "eval_seeds": list(seeds),
         "train_seconds_mean": sum(float(r["train_seconds"]) for r in results) / len(results),
         "epochs": train_config.epochs,
+        "path": sorted({str(r.get("fast", "fp32 eager")) for r in results}),  # e.g. ["bf16+compile"]
     }

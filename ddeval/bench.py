@@ -196,9 +196,6 @@ def _method_task(task: dict[str, Any]) -> dict[str, Any]:
     syn = distillers.create(task["method"], **cfg).distill(data, task["ipc"], seed=1, device=device,
                                                            progress=False)
     seconds = syn.meta.get("seconds_per_iteration", syn.meta["distill_seconds"])
-    if flops is None and not task["fast"] and not long_run and task.get("count_flops"):
-        flops = _count_flops(lambda: distillers.create(task["method"], **cfg).distill(
-            data, task["ipc"], seed=1, device=device, progress=False))
     return {"seconds": seconds, "per": "iteration" if long_run else "selection", "path": syn.meta.get("fast"),
             "flops": flops, **_memory(torch, device, before)}
 
@@ -292,7 +289,7 @@ def run_bench(cfg: BenchConfig, *, out: str | Path = "reports/benchmarks",
                 runs[fast].append(run_isolated({**base, "kind": "method", "method": name, "fast": fast,
                                                 "long_run": name in LONG_RUN_METHODS, "ipc": sizes["ipc"],
                                                 "real_size": sizes["real_size"], "size": sizes["size"],
-                                                "budget": _budget(cfg, name), "count_flops": r == 0}))
+                                                "budget": _budget(cfg, name)}))
         results["methods"].append(_method_row(name, runs, peak, _budget(cfg, name)))
 
     results["scaling"] = []

@@ -324,6 +324,10 @@ def accuracy_section(results: Mapping[str, Any], writer: PlotWriter) -> Section 
     headers = ["Method", "IPC", "Network", "Accuracy (mean ± std)", "Seeds", "Distillation time",
                "Training time per net"]
     blocks: list[Text | Table | Image] = [Table(headers, table)]
+    paths = sorted({p for r in rows for p in (r.get("path") or [])})
+    if paths:
+        blocks.append(Text(f"Evaluation networks trained with: {', '.join(paths)} (\"fp32 eager\" is plain "
+                           "float32 PyTorch; bf16 and compile are the fast path, off with fast: false)."))
     if rows:
         num_classes = (results.get("dataset") or {}).get("num_classes")
         fig = plots.accuracy_figure({**accuracy, "rows": rows}, num_classes=num_classes)

@@ -74,31 +74,34 @@ class _EmbeddingSelector(Distiller):
 
     def _distill(self, real: LabeledData, ipc: int, generator: torch.Generator, device: torch.device,
                  progress: bool) -> SyntheticSet:
-        features = self._embed(real, generator, device)
+        features, path = self._embed(real, generator, device)
         chosen = []
         for c in range(real.num_classes):
             members = real.indices_of(c)
             local = self._select(features[members], ipc, generator)
             chosen.append(members[local])
         idx = torch.cat(chosen)
-        return self.make_set(real.x[idx], real.y[idx], real, indices=idx.tolist())
+        meta: dict[str, Any] = {"fast": path} if path else {}
+        return self.make_set(real.x[idx], real.y[idx], real, indices=idx.tolist(), **meta)
 
-    def _embed(self, real: LabeledData, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        """Float64 CPU features ``[N, D]`` of every real image."""
+    def _embed(self, real: LabeledData, generator: torch.Generator,
+               device: torch.device) -> tuple[torch.Tensor, str | None]:
+        """Float64 CPU features ``[N, D]`` of every real image, and the fast path that trained the embedding
+        network (``None`` for pixels)."""
         cfg = self.config
         if cfg.embedding == "pixels":
-            return real.x.flatten(1).double()
+            return real.x.flatten(1).double(), None
         from distillers import protocol
 
         net = build_network(cfg.network, real, draw_seed(generator), cfg.network_args, device)
-        protocol.train(net, real, protocol.TrainConfig(epochs=cfg.embed_epochs, fast=cfg.fast),
-                       generator=generator, device=device)
+        stats = protocol.train(net, real, protocol.TrainConfig(epochs=cfg.embed_epochs, fast=cfg.fast),
+                               generator=generator, device=device)
         net.eval()
         out = []
         with torch.no_grad(), FastPath.resolve(cfg.fast, device, steps=0).autocast():
             for batch in real.x.split(1024):
                 out.append(embed(net, batch.to(device)).flatten(1).double().cpu())
-        return torch.cat(out)
+        return torch.cat(out), str(stats["fast"])
 
     def _select(self, features: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
