@@ -252,6 +252,7 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
                                               for s in distill_seeds]),
                     "train_seconds_mean": _mean([r["train_seconds_mean"] for r in per_seed]),
                     "epochs": cfg.epochs,
+                    "path": sorted({p for r in per_seed for p in r.get("path", [])}),
                     "method_config": sets[(name, ipc, distill_seeds[0])].meta.get("config"),
                 })
     out: dict[str, Any] = {"recipe": {**config_dict(cfg)}, "rows": rows}

@@ -21,9 +21,10 @@ runs side by side with the fast path. Double backward (DC/DSA's ``create_graph=T
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +116,8 @@ class _Compiled:
     def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.compiled is not None:
             try:
-                return self.compiled(*args, **kwargs)
+                with _quiet_cpp_extension():
+                    return self.compiled(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 - any compiler failure: retry eagerly below
                 if not _is_compile_error(err):
                     raise
@@ -125,6 +127,19 @@ class _Compiled:
                     warnings.warn(f"torch.compile failed ({type(err).__name__}); continuing without compiling. "
                                   "Set fast: false to silence this.", RuntimeWarning, stacklevel=2)
         return self.fn(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _quiet_cpp_extension() -> Iterator[None]:
+    """Hide torch's "No CUDA runtime is found" warning, which Inductor's CPU compiler triggers on CPU-only
+    machines and which says nothing about the user's run; the logger's level is restored afterwards."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def _is_compile_error(err: Exception) -> bool:

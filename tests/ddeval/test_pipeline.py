@@ -56,6 +56,8 @@ def test_results_schema(tiny_run):
     assert {("dm", 2, "convnet-d2"), ("random", 2, "mlp"), ("noise", 1, "convnet-d2")} <= combos
     for r in rows:
         assert 0.0 <= r["accuracy_mean"] <= 1.0 and len(r["accuracies"]) == 2
+        assert len(r["path"]) == 1 and r["path"][0] in ("fp32 eager", "bf16+eager", "bf16+compile")
+    assert "Evaluation networks trained with:" in (out / "report.md").read_text()
     assert 0.0 < stored["accuracy"]["full_data"]["accuracy_mean"] <= 1.0
     targets = {r["target"] for r in stored["privacy"]["rows"]}
     assert {"dm", "random", "noise", "full-data"} == targets
