@@ -20,7 +20,6 @@ Results go to ``<out>/<device kind>/``: ``results.json``, ``README.md`` and ``sc
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import math
 import multiprocessing
 import os
@@ -175,24 +174,27 @@ def _train_task(task: dict[str, Any]) -> dict[str, Any]:
 def _method_task(task: dict[str, Any]) -> dict[str, Any]:
     torch = _setup(task)
     import distillers
+    from distillers.methods import config_keys
     from distillers.protocol import resolve_device
 
     device = resolve_device(task["device"])
     data = _fake_data(task["real_size"], 10, task["size"], seed=0)
     before = _rss_mb()
     cfg = dict(task["budget"])
-    fields = {f.name for f in __import__("dataclasses").fields(distillers.METHODS.get(task["method"]).Config)}
-    if "fast" in fields:
+    if "fast" in config_keys(task["method"]):
         cfg["fast"] = task["fast"]
     long_run = task["method"] in LONG_RUN_METHODS
     flops = None
-    if long_run:
-        one = {**cfg, "iterations": 1}
-        if not task["fast"]:
-            flops = _count_flops(lambda: distillers.create(task["method"], **one).distill(
-                data, task["ipc"], seed=0, device=device, progress=False))
-        distillers.create(task["method"], **one).distill(data, task["ipc"], seed=0, device=device,
-                                                         progress=False)  # warm-up: compilation
+    if long_run:  # one warm-up iteration (compilation, allocator); on the baseline it also counts the FLOPs
+        one = distillers.create(task["method"], **{**cfg, "iterations": 1})
+
+        def warm_up() -> Any:
+            return one.distill(data, task["ipc"], seed=0, device=device, progress=False)
+
+        if task["fast"]:
+            warm_up()
+        else:
+            flops = _count_flops(warm_up)
     syn = distillers.create(task["method"], **cfg).distill(data, task["ipc"], seed=1, device=device,
                                                            progress=False)
     seconds = syn.meta.get("seconds_per_iteration", syn.meta["distill_seconds"])
@@ -498,10 +500,6 @@ def _pair_cells(b: dict[str, Any], f: dict[str, Any]) -> str:
 
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def load_bench(folder: str | Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / "results.json").read_text())
 
 
 __all__ = ["BenchConfig", "bench_markdown", "run_bench", "run_isolated", "scaling_figure", "write_bench"]

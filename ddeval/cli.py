@@ -8,7 +8,6 @@ the same command with the same ``--out``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shlex
 import signal
@@ -93,10 +92,11 @@ class DistillCommand(Command):
         import distillers
         from ddeval import datasets
         from ddeval.config import apply_overrides
+        from distillers.methods import config_keys
         from distillers.protocol import resolve_device
 
         cfg = apply_overrides({}, args.overrides)
-        if not args.fast and "fast" in {f.name for f in dataclasses.fields(distillers.METHODS.get(args.method).Config)}:
+        if not args.fast and "fast" in config_keys(args.method):
             cfg["fast"] = False
         method = distillers.create(args.method, **cfg)
         train, _ = datasets.load(args.dataset, root=args.data_root, download=args.download)

@@ -6,7 +6,6 @@ where an interrupted run stopped and reuses everything that had finished.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import sys
 import time
@@ -25,6 +24,7 @@ from distillers.augment import default_strategy
 from distillers.config import config_dict
 from distillers.data import LabeledData
 from distillers.errors import DDError
+from distillers.methods import config_keys
 from distillers.protocol import resolve_device, train_and_evaluate
 from distillers.synthetic import SyntheticSet
 
@@ -126,7 +126,7 @@ def _resolved_methods(suite: Suite) -> dict[str, dict[str, Any]]:
     for name in BASELINES:
         methods.setdefault(name, {})
     for name, cfg in methods.items():
-        fields = {f.name for f in dataclasses.fields(distillers.METHODS.get(name).Config)}
+        fields = config_keys(name)
         if suite.network is not None and "network" in fields:
             cfg.setdefault("network", suite.network)
         if suite.network_args and "network_args" in fields:

@@ -5,14 +5,15 @@ the CLI) into what this device can actually do:
 
 * **bf16 autocast** where the hardware has bf16 arithmetic (CPUs with AVX512-BF16 or AMX, CUDA GPUs that
   report bf16 support). Weights, optimiser state and losses stay float32; convolutions and matrix multiplies
-  run in bf16. Measured on the 2-core Sapphire Rapids CPU: ~2x on ConvNet-3 training steps.
+  run in bf16. Measured on this project's 2-core AMD EPYC (AVX512-BF16, no AMX): ~2x on ConvNet-3 training
+  steps, the bf16/fp32 matrix-multiply peak ratio of that CPU being 2.24 (``reports/benchmarks/cpu/``).
 * **torch.compile** (Inductor) of the network's forward, where the work is long enough to repay the
   ~10-20 s first compilation (``compile_min_steps``). It fuses the instance-norm / ReLU / pooling chain
   that dominates once the convolutions are in bf16. A new network of the same architecture reuses the
   compiled code, so DM's fresh network per iteration costs one compilation in all. If compilation is not
   possible (no C++ compiler, an unsupported op) the eager network is used and a warning says so once.
-* channels_last memory layout is *off*: on this CPU it made instance norm 6x slower than in NCHW, which
-  outweighed the faster convolutions (``reports/benchmarks/`` has the figures).
+* channels_last memory layout is *off*: in a development micro-benchmark on that CPU it made instance norm
+  6x slower than in NCHW, which outweighed the faster convolutions (not part of ``ddeval bench``).
 
 The baseline (``enabled=False``) is plain float32 eager PyTorch, which the benchmark (``ddeval bench``)
 runs side by side with the fast path. Double backward (DC/DSA's ``create_graph=True``) is never compiled.
@@ -69,15 +70,13 @@ class FastPath:
     device_type: str = "cpu"
 
     @classmethod
-    def resolve(cls, enabled: bool, device: torch.device | str, *, steps: int | None = None,
-                compile_min_steps: int | None = None) -> FastPath:
+    def resolve(cls, enabled: bool, device: torch.device | str, *, steps: int | None = None) -> FastPath:
         """The fast path for ``device``; ``steps`` (the loop's length) decides whether compiling pays
-        (at least ``compile_min_steps``, default :data:`COMPILE_MIN_STEPS`)."""
+        (at least :data:`COMPILE_MIN_STEPS`)."""
         device = torch.device(device)
         if not enabled:
             return cls(enabled=False, device_type=device.type)
-        threshold = COMPILE_MIN_STEPS if compile_min_steps is None else compile_min_steps
-        pays = steps is None or steps >= threshold
+        pays = steps is None or steps >= COMPILE_MIN_STEPS
         return cls(enabled=True, bf16=bf16_supported(device), compile=pays and compile_supported(device),
                    device_type=device.type)
 
@@ -100,14 +99,10 @@ class FastPath:
             return fn
         return _Compiled(fn)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "bf16": self.bf16, "compile": self.compile, "label": self.label}
-
 
 class _Compiled:
-    """``torch.compile(fn)`` that falls back to ``fn`` (with one warning) when compilation fails."""
-
-    _warned = False  # one warning per process is enough; the fallback itself is per wrapper
+    """``torch.compile(fn)`` that falls back to ``fn`` (with a warning, which Python's default filter shows
+    once per call site) when compilation fails."""
 
     def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
         self.fn = fn
@@ -122,10 +117,8 @@ class _Compiled:
                 if not _is_compile_error(err):
                     raise
                 self.compiled = None
-                if not _Compiled._warned:
-                    _Compiled._warned = True
-                    warnings.warn(f"torch.compile failed ({type(err).__name__}); continuing without compiling. "
-                                  "Set fast: false to silence this.", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"torch.compile failed ({type(err).__name__}); continuing without compiling. "
+                              "Set fast: false to silence this.", RuntimeWarning, stacklevel=2)
         return self.fn(*args, **kwargs)
 
 

@@ -18,3 +18,10 @@ _BUILTIN = {
 }
 for _name, (_target, _help) in _BUILTIN.items():
     METHODS.register_lazy(_name, _target, help=_help)
+
+
+def config_keys(name: str) -> frozenset[str]:
+    """The config keys method ``name`` accepts (imports its module; unknown names raise DDError)."""
+    import dataclasses
+
+    return frozenset(f.name for f in dataclasses.fields(METHODS.get(name).Config))

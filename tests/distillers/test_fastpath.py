@@ -59,7 +59,6 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch: pytes
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    monkeypatch.setattr(fastpath._Compiled, "_warned", False)
     wrapped = FastPath(enabled=True, compile=True).wrap(lambda x: x + 1)
     with pytest.warns(RuntimeWarning, match="continuing without compiling"):
         assert wrapped(torch.ones(1)).item() == 2
