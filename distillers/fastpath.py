@@ -12,8 +12,8 @@ the CLI) into what this device can actually do:
   that dominates once the convolutions are in bf16. A new network of the same architecture reuses the
   compiled code, so DM's fresh network per iteration costs one compilation in all. If compilation is not
   possible (no C++ compiler, an unsupported op) the eager network is used and a warning says so once.
-* channels_last memory layout is *off*: in a development micro-benchmark on that CPU it made instance norm
-  6x slower than in NCHW, which outweighed the faster convolutions (not part of ``ddeval bench``).
+* channels_last memory layout is *off*: on that CPU it made bf16 instance norm 7.5x slower than in NCHW
+  for little or no gain on the convolutions (``benchmarks/layout_micro.py``, ``reports/benchmarks/layout/``).
 
 The baseline (``enabled=False``) is plain float32 eager PyTorch, which the benchmark (``ddeval bench``)
 runs side by side with the fast path. Double backward (DC/DSA's ``create_graph=True``) is never compiled.
