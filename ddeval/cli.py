@@ -1,4 +1,4 @@
-"""Command line: ``ddeval run | distill | evaluate | bench | ls``.
+"""Command line: ``ddeval run | audit | distill | evaluate | bench | ls``.
 
 Each subcommand is a small class with its own arguments and examples. Mistakes a user can fix end with one
 ``error:`` line naming the fix and exit status 2; an interrupted run exits 130 and can be resumed by running
@@ -64,6 +64,36 @@ class RunCommand(Command):
         overrides = list(args.overrides) + ([] if args.fast else ["fast=false"])
         results = run_suite(args.suite, overrides=overrides, run_dir=args.out, device=args.device)
         print(summary_table(results))
+        run_dir = Path(results["run"]["dir"])
+        print(f"\nReport: {run_dir / 'report.html'}\n        {run_dir / 'report.md'}")
+        return 0
+
+
+class AuditCommand(Command):
+    name = "audit"
+    help = "privacy only: membership inference (threshold attacks, LiRA with shadow pipelines), DP-SGD, DP audits"
+    examples = """examples:
+  ddeval audit                                  # packaged privacy suite on bundled digits
+  ddeval audit --set privacy.shadows=32 --out runs/priv   # rerun the same line to resume
+  ddeval audit quickstart --set privacy.audit.enabled=true
+  ddeval audit privacy --set dataset=npz:../shared/data/mnist-5k.npz --set privacy.workers=2"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("suite", nargs="?", default="privacy",
+                            help="suite YAML file or packaged suite name (default: privacy)")
+        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a suite value, e.g. privacy.shadows=16 or privacy.dp_epsilons=1,8")
+        parser.add_argument("--out", default=None, help="run directory (default: runs/<suite>-<time>)")
+        _add_device(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ddeval.pipeline import run_suite
+        from ddeval.summary import privacy_table
+
+        overrides = ["accuracy.enabled=false", "nas.enabled=false", "privacy.enabled=true",
+                     *args.overrides, *([] if args.fast else ["fast=false"])]
+        results = run_suite(args.suite, overrides=overrides, run_dir=args.out, device=args.device)
+        print(privacy_table(results))
         run_dir = Path(results["run"]["dir"])
         print(f"\nReport: {run_dir / 'report.html'}\n        {run_dir / 'report.md'}")
         return 0
@@ -238,7 +268,7 @@ class ListCommand(Command):
         return 0
 
 
-COMMANDS = (RunCommand(), DistillCommand(), EvaluateCommand(), BenchCommand(), ListCommand())
+COMMANDS = (RunCommand(), AuditCommand(), DistillCommand(), EvaluateCommand(), BenchCommand(), ListCommand())
 
 
 def build_parser() -> argparse.ArgumentParser:

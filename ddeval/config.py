@@ -19,7 +19,7 @@ import yaml
 from distillers.config import build_config, check, config_dict
 from distillers.errors import DDError, did_you_mean
 
-PACKAGED_SUITES = ("quickstart", "mnist-benchmark")
+PACKAGED_SUITES = ("quickstart", "mnist-benchmark", "privacy")
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,77 @@ class AccuracyConfig:
         return dict(self.network_args.get(network) or {})
 
 
+THRESHOLD_ATTACKS = ("loss", "confidence", "entropy", "modified-entropy")
+LIRA_ATTACKS = ("lira-online", "lira-offline", "lira-online-fixed", "lira-offline-fixed")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Empirical DP audits (canary ε lower bounds, one-run audit, GDP estimate) of the DP targets."""
+
+    enabled: bool = False
+    targets: tuple[str, ...] = ()  # "dp-sgd" and/or DP method names of the suite; empty: every DP target
+    trials: int = 64  # mechanism runs of the canary audit, half with the canary
+    canaries: int = 200  # canaries of the one-run audit
+    beta: float = 0.05  # 1 - confidence of every bound
+    config: dict[str, Any] = field(default_factory=dict)  # per target: overrides of its audited configuration
+
+    def __post_init__(self) -> None:
+        check(self.trials >= 4 and self.trials % 2 == 0,
+              f"privacy.audit.trials must be an even number >= 4, got {self.trials}.")
+        check(self.canaries >= 2, f"privacy.audit.canaries must be >= 2, got {self.canaries}.")
+        check(0 < self.beta < 1, f"privacy.audit.beta must lie in (0, 1), got {self.beta}.")
+
+
 @dataclass(frozen=True)
 class PrivacyConfig:
-    """First-cut membership inference: a threshold attack on a model trained on each synthetic set."""
+    """Membership inference on models trained on each distilled set, beside its baselines and DP-SGD.
+
+    ``shadows: 0`` attacks one model per target (members = the training set, non-members = the test set)
+    with threshold attacks. ``shadows: N`` runs N + 1 pipelines per target on balanced random halves of a
+    population (distil → train → query, REFERENCE §6) and adds LiRA; every pipeline is a target in turn
+    (leave-one-out), scores pooled over ``targets`` of them.
+    """
 
     enabled: bool = True
-    attack: str = "loss"
+    attacks: tuple[str, ...] = ()  # empty: the threshold attacks, plus the LiRA variants when shadows > 0
     ipc: tuple[int, ...] = ()  # empty: every ipc of the suite
+    methods: tuple[str, ...] = ()  # suite methods attacked; empty: all but "noise"
     epochs: int | None = None  # None: the accuracy recipe's epochs
+    full_data: bool = True  # a model trained on all the real data (all of each half with shadows)
     full_data_epochs: int | None = None  # None: accuracy.full_data_epochs
+    dp_epsilons: tuple[float, ...] = (1.0, 4.0, 8.0)  # DP-SGD baselines on the real data; () for none
+    dp_sgd: dict[str, Any] = field(default_factory=dict)  # other DP-SGD settings (ddeval.privacy.dp.DPConfig)
+    shadows: int = 0
+    targets: int | None = None  # pipelines scored as targets with shadows (None: all of them)
+    population: int | None = None  # images drawn from the training set for the halves (None: all)
+    bootstrap: int = 200  # bootstrap resamples for confidence intervals (0: none)
+    workers: int = 1  # local worker processes for the pipelines
+    audit: AuditConfig = field(default_factory=AuditConfig)
+
+    def __post_init__(self) -> None:
+        known = THRESHOLD_ATTACKS + LIRA_ATTACKS
+        for name in self.attacks:
+            check(name in known, f'Unknown privacy attack "{name}".{did_you_mean(name, known)} '
+                                 f"Valid attacks: {', '.join(known)}.")
+        lira = [a for a in self.attacks if a in LIRA_ATTACKS]
+        check(not lira or self.shadows >= 1,
+              f"{lira[0] if lira else ''} needs shadow pipelines; set privacy.shadows >= 1 (16 or more for "
+              "stable per-example Gaussians), or drop the LiRA attacks.")
+        check(self.shadows >= 0, f"privacy.shadows must be >= 0, got {self.shadows}.")
+        check(self.targets is None or 1 <= self.targets <= self.shadows + 1,
+              f"privacy.targets must lie in 1..shadows+1 ({self.shadows + 1}), got {self.targets}.")
+        check(self.bootstrap >= 0, f"privacy.bootstrap must be >= 0, got {self.bootstrap}.")
+        check(self.workers >= 1, f"privacy.workers must be >= 1, got {self.workers}.")
+        check(all(e > 0 for e in self.dp_epsilons),
+              f"privacy.dp_epsilons must be positive, got {list(self.dp_epsilons)}.")
+        check("epsilon" not in self.dp_sgd and "noise_multiplier" not in self.dp_sgd,
+              "Set the DP-SGD budgets with privacy.dp_epsilons, not privacy.dp_sgd.epsilon/noise_multiplier.")
+
+    def attack_names(self) -> tuple[str, ...]:
+        if self.attacks:
+            return self.attacks
+        return THRESHOLD_ATTACKS[:3] + (LIRA_ATTACKS if self.shadows else ())
 
 
 @dataclass(frozen=True)

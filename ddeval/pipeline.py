@@ -25,7 +25,7 @@ from distillers.config import config_dict
 from distillers.data import LabeledData
 from distillers.errors import DDError
 from distillers.methods import config_keys
-from distillers.protocol import resolve_device, train_and_evaluate
+from distillers.protocol import resolve_device
 from distillers.synthetic import SyntheticSet
 
 SCHEMA_VERSION = 1
@@ -86,7 +86,9 @@ def run_suite(source: str | Path | Mapping[str, Any] | None = None, *, overrides
     eval_seeds = [1000 + suite.seed + i for i in range(suite.accuracy.eval_seeds)]
     bar = _Progress(_count_units(suite, methods), progress)
     try:
-        sets = _distill_all(suite, methods, train, distill_seeds, rd, dev, bar)
+        # With shadow pipelines the privacy evaluator distils its own halves; the suite-level sets are then
+        # needed only by the accuracy and NAS evaluators.
+        sets = _distill_all(suite, methods, train, distill_seeds, rd, dev, bar) if _needs_sets(suite) else {}
         results: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "run": {"suite": suite.name, "started": started, "device": dev,
@@ -97,7 +99,7 @@ def run_suite(source: str | Path | Mapping[str, Any] | None = None, *, overrides
         if suite.accuracy.enabled:
             results["accuracy"] = _accuracy(suite, methods, sets, train, test, eval_seeds, rd, dev, bar)
         if suite.privacy.enabled:
-            results["privacy"] = _privacy(suite, methods, sets, train, test, eval_seeds[0], rd, dev, bar)
+            results["privacy"] = _privacy(suite, methods, sets, train, test, rd, dev, bar)
         if suite.nas.enabled:
             results["nas"] = _nas(suite, methods, sets, train, test, distill_seeds[0], rd, dev, bar)
         results["synthetic"] = [
@@ -152,6 +154,17 @@ def _validate_plan(suite: Suite, methods: Mapping[str, Any], train: LabeledData)
         missing = [k for k in suite.privacy.ipc if k not in suite.ipc]
         if missing:
             raise DDError(f"privacy.ipc {missing[0]} is not among the suite's ipc {list(suite.ipc)}; add it there.")
+        unknown = [m for m in suite.privacy.methods if m not in methods]
+        if unknown:
+            raise DDError(f'privacy.methods names "{unknown[0]}", which is not a method of this suite; '
+                          f"choose from {', '.join(methods)}.")
+        from ddeval.privacy.evaluate import is_dp_method
+
+        wanted = [t for t in suite.privacy.audit.targets if t != "dp-sgd"]
+        bad = [t for t in wanted if t not in methods or not is_dp_method(t)]
+        if bad:
+            raise DDError(f'privacy.audit.targets names "{bad[0]}", which is neither "dp-sgd" nor a DP method '
+                          "of this suite (e.g. dp-dm, psg); fix the name or add the method.")
     if suite.nas.enabled:
         if suite.nas.ipc is not None and suite.nas.ipc not in suite.ipc:
             raise DDError(f"nas.ipc {suite.nas.ipc} is not among the suite's ipc {list(suite.ipc)}; add it there.")
@@ -164,13 +177,19 @@ def _validate_plan(suite: Suite, methods: Mapping[str, Any], train: LabeledData)
         resolve_space(suite.nas.space)
 
 
+def _needs_sets(suite: Suite) -> bool:
+    return suite.accuracy.enabled or suite.nas.enabled or (suite.privacy.enabled and not suite.privacy.shadows)
+
+
 def _count_units(suite: Suite, methods: Mapping[str, Any]) -> int:
     n_sets = len(methods) * len(suite.ipc) * suite.distill_seeds
-    total = n_sets
+    total = n_sets if _needs_sets(suite) else 0
     if suite.accuracy.enabled:
         total += n_sets * len(suite.accuracy.networks) + int(suite.accuracy.full_data)
     if suite.privacy.enabled:
-        total += len(methods) * len(suite.privacy.ipc or suite.ipc) + 1
+        from ddeval.privacy.evaluate import count_units
+
+        total += count_units(suite, methods)
     if suite.nas.enabled:
         total += 1 + len(suite.nas.proxies or [m for m in methods if m != "noise"])
     return total
@@ -272,43 +291,10 @@ def _mean(values: list[float]) -> float:
 
 
 def _privacy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str, int, int], SyntheticSet],
-             train: LabeledData, test: LabeledData, seed: int, rd: RunDir, device: str,
-             bar: _Progress) -> dict[str, Any]:
-    """Loss-threshold MIA: members = the real images given to the distiller, non-members = the test set."""
-    from ddeval.privacy.attacks import run_attack
+             train: LabeledData, test: LabeledData, rd: RunDir, device: str, bar: _Progress) -> dict[str, Any]:
+    from ddeval.privacy.evaluate import evaluate_privacy
 
-    pcfg, acc = suite.privacy, suite.accuracy
-    network = acc.networks[0]
-    net_args = acc.args_for(network)
-    rows = []
-
-    def attack_unit(target: str, ipc: int | None, data: LabeledData | SyntheticSet, epochs: int,
-                    data_key: str) -> dict[str, Any]:
-        train_cfg = recipe(acc, epochs=epochs, fast=suite.fast)
-        spec = {"target": data_key, "attack": pcfg.attack, "network": network, "network_args": net_args,
-                "seed": seed, "recipe": train_cfg.__dict__, "members": train.fingerprint(),
-                "nonmembers": test.fingerprint()}
-
-        def compute() -> dict[str, Any]:
-            out = train_and_evaluate(network, data, test, train_cfg, seed=seed, device=device,
-                                     network_args=net_args, return_model=True)
-            metrics = run_attack(pcfg.attack, out["model"], train, test, device=device)
-            metrics["target_accuracy"] = out["accuracy"]
-            return metrics
-
-        bar.stage(f"privacy {pcfg.attack} attack on {target}" + (f" ipc={ipc}" if ipc else ""))
-        result = rd.unit("privacy", spec, compute)
-        bar.step()
-        return {"target": target, "ipc": ipc, **result}
-
-    for ipc in (pcfg.ipc or suite.ipc):
-        for name in methods:
-            syn = sets[(name, ipc, min(s for (m, k, s) in sets if m == name))]
-            rows.append(attack_unit(name, ipc, syn, pcfg.epochs or acc.epochs, syn.meta["unit_key"]))
-    rows.append(attack_unit("full-data", None, train, pcfg.full_data_epochs or acc.full_data_epochs,
-                            "full:" + train.fingerprint()))
-    return {"attack": pcfg.attack, "members": "real training images given to the distiller",
-            "nonmembers": "real test images", "network": network, "rows": rows}
+    return evaluate_privacy(suite, methods, sets, train, test, rd, device, bar.stage, bar.step)
 
 
 def _nas(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str, int, int], SyntheticSet],

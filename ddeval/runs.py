@@ -20,10 +20,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from distillers.errors import DDError
-from distillers.io import atomic_write_json, atomic_write_text
+from distillers.io import atomic_write, atomic_write_json, atomic_write_text
 
 TRACKED_PACKAGES = ("ddeval", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "opacus", "nni",
                     "matplotlib")
@@ -33,6 +34,14 @@ def unit_key(spec: Mapping[str, Any]) -> str:
     """A stable short hash of a JSON-able description of a unit of work."""
     blob = json.dumps(spec, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def now_iso() -> str:
@@ -60,21 +69,58 @@ class RunDir:
         return self.path / "units" / f"{kind}-{key}.json"
 
     def unit(self, kind: str, spec: Mapping[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        key = unit_key({"kind": kind, **spec})
-        path = self.unit_path(kind, key)
-        if path.is_file():
-            try:
-                stored = json.loads(path.read_text())
-                if stored.get("spec_key") == key:
-                    self.reused += 1
-                    return stored["result"]
-            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-                pass  # damaged cache entry: recompute it
+        """The cached result of the unit ``(kind, spec)``, or ``compute()``'s result, stored before returning."""
+        cached = self.lookup(kind, spec)
+        if cached is not None:
+            return cached
         start = time.perf_counter()
         result = compute()
-        self.timings[kind] = self.timings.get(kind, 0.0) + time.perf_counter() - start
-        atomic_write_json(path, {"spec_key": key, "kind": kind, "spec": json.loads(json.dumps(spec, default=str)),
-                                 "result": result})
+        return self.store(kind, spec, result, seconds=time.perf_counter() - start)
+
+    def lookup(self, kind: str, spec: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A finished unit's result (its arrays loaded back under ``"arrays"``), or None when absent/damaged."""
+        key = unit_key({"kind": kind, **spec})
+        path = self.unit_path(kind, key)
+        if not path.is_file():
+            return None
+        try:
+            stored = json.loads(path.read_text())
+            if stored.get("spec_key") != key:
+                return None
+            result = stored["result"]
+            if stored.get("arrays"):
+                arrays_path = path.with_suffix(".npz")
+                if _sha256(arrays_path) != stored["arrays"]["sha256"]:
+                    return None  # the arrays were damaged or replaced: recompute the unit
+                with np.load(arrays_path, allow_pickle=False) as npz:
+                    result = {**result, "arrays": {name: npz[name] for name in npz.files}}
+        except (OSError, ValueError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            return None  # damaged cache entry: recompute it
+        self.reused += 1
+        return result
+
+    def store(self, kind: str, spec: Mapping[str, Any], result: dict[str, Any], *,
+              seconds: float = 0.0) -> dict[str, Any]:
+        """Write a finished unit. Numpy arrays under ``result["arrays"]`` go to a ``.npz`` beside the JSON,
+        written (and checksummed) first, so a JSON entry never points at arrays that are not there."""
+        key = unit_key({"kind": kind, **spec})
+        path = self.unit_path(kind, key)
+        self.timings[kind] = self.timings.get(kind, 0.0) + seconds
+        arrays = result.get("arrays")
+        payload = {k: v for k, v in result.items() if k != "arrays"}
+        entry: dict[str, Any] = {"spec_key": key, "kind": kind, "spec": json.loads(json.dumps(spec, default=str)),
+                                 "result": payload}
+        if arrays:
+            arrays_path = path.with_suffix(".npz")
+
+            named: dict[str, Any] = {name: np.asarray(a) for name, a in arrays.items()}
+
+            def write_npz(fh: Any) -> None:
+                np.savez(fh, **named)
+
+            atomic_write(arrays_path, write_npz)
+            entry["arrays"] = {"file": arrays_path.name, "names": sorted(arrays), "sha256": _sha256(arrays_path)}
+        atomic_write_json(path, entry)
         self.computed += 1
         return result
 

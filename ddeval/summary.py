@@ -21,7 +21,10 @@ def summary_table(results: dict[str, Any]) -> str:
     """One line per (ipc, method): accuracy ± std, gain over the random subset, attack AUC/TPR, NAS ρ."""
     acc = results.get("accuracy", {})
     rows = [r for r in acc.get("rows", []) if not r.get("cross_architecture")]
-    privacy = {(r["target"], r.get("ipc")): r for r in results.get("privacy", {}).get("rows", [])}
+    priv = results.get("privacy", {})
+    headline = priv.get("headline_attack")
+    privacy = {(r["target"], r.get("ipc")): r for r in priv.get("rows", [])
+               if headline is None or r.get("attack") == headline}
     nas = {r["proxy"]: r for r in results.get("nas", {}).get("proxies", [])}
     nas_ipc = results.get("nas", {}).get("ipc")
     random_acc = {r["ipc"]: r["accuracy_mean"] for r in rows if r["method"] == "random"}
@@ -46,5 +49,37 @@ def summary_table(results: dict[str, Any]) -> str:
         lines.append(f"{'all':>4}  {'full data':<10} {_pct(full['accuracy_mean']):>6} ± "
                      f"{_pct(full['accuracy_std']):<4} {'':>10} {_num(_get(p, 'auc'), '.3f'):>8} "
                      f"{_pct(_get(p, 'tpr_at_1pct_fpr')):>10} {'':>8}")
+    dp_rows = [r for r in priv.get("rows", []) if str(r.get("target", "")).startswith("dp-sgd")
+               and r.get("attack") == headline]
+    for r in dp_rows:
+        eps = (r.get("dp") or {}).get("epsilon")
+        name = f"DP-SGD e={eps:.1f}" if eps is not None else r["target"]
+        lines.append(f"{'all':>4}  {name:<10} {_pct(r.get('target_accuracy')):>6}        {'':>10} "
+                     f"{_num(r.get('auc'), '.3f'):>8} {_pct(r.get('tpr_at_1pct_fpr')):>10} {'':>8}")
+    if headline:
+        lines.append(f"MIA columns: the {headline} attack.")
+    lines.append(f"Total time: {results['run'].get('total_seconds', 0):.0f} s on {results['run'].get('device')}")
+    return "\n".join(lines)
+
+
+def privacy_table(results: dict[str, Any]) -> str:
+    """One line per privacy target (headline attack) plus the DP audits (printed by ``ddeval audit``)."""
+    priv = results.get("privacy") or {}
+    headline = priv.get("headline_attack")
+    rows = [r for r in priv.get("rows", []) if r.get("attack") == headline]
+    header = f"{'target':<18} {'ipc':>4} {'eps':>6} {'acc %':>6} {'AUC':>6} {'TPR@1%':>7} {'TPR@0.1%':>9}"
+    lines = [f"Dataset: {results['dataset']['name']}; attack: {headline}; {priv.get('mode', '')}", header,
+             "-" * len(header)]
+    for r in rows:
+        eps = (r.get("dp") or {}).get("epsilon")
+        low = _pct(r.get("tpr_at_0p1pct_fpr")) if r.get("resolves_0p1pct_fpr") else "n/a"
+        lines.append(f"{str(r['target']):<18} {str(r.get('ipc') or '-'):>4} "
+                     f"{'-' if eps is None else format(eps, '.2f'):>6} {_pct(r.get('target_accuracy')):>6} "
+                     f"{_num(r.get('auc'), '.3f'):>6} {_pct(r.get('tpr_at_1pct_fpr')):>7} {low:>9}")
+    for a in priv.get("audits", []):
+        canary, one_run = a.get("canary") or {}, a.get("one_run") or {}
+        lines.append(f"audit {a.get('label')}: accountant eps {_num(a.get('epsilon_theory'), '.2f')}, "
+                     f"canary lower bound {_num(canary.get('epsilon_lb'), '.2f')}, "
+                     f"one-run lower bound {_num(one_run.get('epsilon_lb'), '.2f')}")
     lines.append(f"Total time: {results['run'].get('total_seconds', 0):.0f} s on {results['run'].get('device')}")
     return "\n".join(lines)

@@ -160,7 +160,8 @@ def roc_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     for i, row in enumerate(curves):
         fpr = np.clip(np.asarray(row["roc"]["fpr"], dtype=float), ROC_MIN_FPR, 1.0)
         tpr = np.clip(np.asarray(row["roc"]["tpr"], dtype=float), ROC_MIN_FPR, 1.0)
-        ax.plot(fpr, tpr, label=roc_label(row), **_roc_style(str(row.get("target")), i))
+        # Steps: between two ROC vertices the TPR reachable at a given FPR is that of the left vertex.
+        ax.plot(fpr, tpr, label=roc_label(row), drawstyle="steps-post", **_roc_style(str(row.get("target")), i))
     for x, name in ((1e-3, "0.1% FPR"), (1e-2, "1% FPR")):
         ax.axvline(x, color="#cccccc", linewidth=0.8, zorder=0)
         ax.text(x * 1.2, 3e-5, name, rotation=90, fontsize=7, color="#888888")
@@ -175,6 +176,53 @@ def roc_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     ax.grid(alpha=0.2, which="major")
     ax.set_aspect("equal")
     return fig
+
+
+def frontier_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Privacy-utility frontier: accuracy vs TPR at 0.1% FPR (1% where unresolved), and vs ε for DP targets."""
+    fig = new_figure(9.0, 3.8)
+    left, right = fig.subplots(1, 2)
+    points = [r for r in rows if r.get("target_accuracy") is not None]
+    use_low = all(r.get("resolves_0p1pct_fpr") for r in points) and bool(points)
+    key = "tpr_at_0p1pct_fpr" if use_low else "tpr_at_1pct_fpr"
+    for i, r in enumerate(points):
+        x = max(float(r.get(key) or 0.0), ROC_MIN_FPR)
+        y = 100 * float(r["target_accuracy"])
+        style = _roc_style(str(r.get("target")), i)
+        left.scatter([x], [y], color=style["color"], s=30, zorder=3)
+        left.annotate(_short_label(r), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    left.set_xscale("log")
+    left.set_xlim(ROC_MIN_FPR, 1.5)
+    left.axvline(0.001 if use_low else 0.01, color="#999999", linestyle=":", linewidth=1)
+    left.set_xlabel(f"attack TPR at {'0.1' if use_low else '1'}% FPR (dotted: chance)")
+    left.set_ylabel("test accuracy (%)")
+    left.set_title("accuracy vs membership leakage", fontsize=9)
+    left.grid(alpha=0.2)
+    dp = [r for r in points if isinstance(r.get("dp"), Mapping) and r["dp"].get("epsilon") is not None]
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in dp:
+        name = "DP-SGD" if str(r.get("target")).startswith("dp-sgd") else str(r.get("target"))
+        series.setdefault(name, []).append((float(r["dp"]["epsilon"]), 100 * float(r["target_accuracy"])))
+    for i, (name, pts) in enumerate(sorted(series.items())):
+        pts.sort()
+        right.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color_for(i), label=name)
+    right.set_xlabel("accountant ε (δ as in the table)")
+    right.set_ylabel("test accuracy (%)")
+    right.set_title("accuracy vs DP budget", fontsize=9)
+    right.grid(alpha=0.2)
+    if series:
+        right.set_xscale("log")
+        right.legend(fontsize=7)
+    else:
+        right.text(0.5, 0.5, "no DP targets in this run", ha="center", va="center", transform=right.transAxes,
+                   fontsize=8, color="#777777")
+    fig.suptitle("Privacy-utility frontier", fontsize=10)
+    return fig
+
+
+def _short_label(row: Mapping[str, Any]) -> str:
+    ipc = row.get("ipc")
+    return str(row.get("target")) + ("" if ipc is None else f" ({ipc})")
 
 
 # ---------------------------------------------------------------------------------------------- NAS

@@ -79,7 +79,10 @@ SECTIONS = {
         "training image (a member) was used, against images never used (non-members). AUC 0.5 is pure "
         "guessing; lower AUC and lower true-positive rate (TPR) at a small false-positive rate (FPR) are "
         "better. TPR at 0.1% FPR needs at least 1000 non-members to be measured. Targets: each method's "
-        "synthetic set, a random real subset of the same size, and the full training data."),
+        "synthetic set, a random real subset of the same size (\"random\"), the full training data, and "
+        "DP-SGD on the real data at several ε (differential privacy: smaller ε = stronger guarantee). LiRA "
+        "(likelihood-ratio attack) compares each image's score with shadow models trained with and without "
+        "it, and is the strongest attack here."),
     "nas": (
         "Architecture search with a distilled proxy",
         "Each candidate network is trained on the small synthetic set (the proxy) instead of the full "
@@ -348,25 +351,113 @@ def tpr_cell(row: Mapping[str, Any], key: str, fpr: float, resolved: bool | None
     return pct(row.get(key), 2)
 
 
+def with_ci(row: Mapping[str, Any], key: str, fmt: Any) -> str:
+    """A metric with its bootstrap interval when there is one, e.g. ``0.62 [0.60, 0.64]``."""
+    value = fmt(row.get(key))
+    ci = (row.get("ci") or {}).get(key)
+    if isinstance(ci, Sequence) and len(ci) == 2 and value != DASH:
+        value += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+    return value
+
+
+def dp_text(dp: Any) -> str:
+    if not isinstance(dp, Mapping) or dp.get("epsilon") is None:
+        return DASH
+    delta = dp.get("delta")
+    return f"ε={float(dp['epsilon']):.2f}" + (f", δ={float(delta):.0e}" if delta is not None else "")
+
+
 def privacy_section(results: Mapping[str, Any], writer: PlotWriter) -> Section | None:
     privacy = results.get("privacy") or {}
     rows = privacy.get("rows") or []
     if not rows:
         return None
-    attack = privacy.get("attack") or "?"
-    table = [[str(r.get("target")), ipc_text(r.get("ipc")), str(r.get("attack") or attack),
-              num(r.get("auc")), tpr_cell(r, "tpr_at_1pct_fpr", 0.01, None),
-              tpr_cell(r, "tpr_at_0p1pct_fpr", 0.001, r.get("resolves_0p1pct_fpr")),
-              str(r.get("num_members", DASH)), str(r.get("num_nonmembers", DASH))] for r in rows]
-    headers = ["Target", "IPC", "Attack", "AUC", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "Members", "Non-members"]
-    blocks: list[Text | Table | Image] = [Table(headers, table)]
+    headline = str(privacy.get("headline_attack") or privacy.get("attack") or rows[0].get("attack") or "?")
+    blocks: list[Text | Table | Image] = []
+    if privacy.get("mode") == "shadow pipelines":
+        blocks.append(Text(
+            f"Shadow pipelines: each target's whole chain (random half of a population of "
+            f"{privacy.get('population', '?')} real training images → distil → train) was run "
+            f"{privacy.get('pipelines', '?')} times; each pipeline was attacked with the others as its shadow "
+            f"models (leave-one-out) and the scores of {privacy.get('targets', '?')} target pipelines were pooled. "
+            "Members: the half a pipeline was given; non-members: the other half."))
+    else:
+        blocks.append(Text("One model per target. Members: the real training images given to the distiller; "
+                           "non-members: the real test images."))
+    head_rows = [r for r in rows if r.get("attack", headline) == headline]
+    table = [[str(r.get("target")), ipc_text(r.get("ipc")), dp_text(r.get("dp")),
+              pct(r.get("target_accuracy")), with_ci(r, "auc", num),
+              tpr_cell(r, "tpr_at_1pct_fpr", 0.01, r.get("resolves_1pct_fpr"))
+              + _ci_suffix(r, "tpr_at_1pct_fpr", r.get("resolves_1pct_fpr")),
+              tpr_cell(r, "tpr_at_0p1pct_fpr", 0.001, r.get("resolves_0p1pct_fpr"))
+              + _ci_suffix(r, "tpr_at_0p1pct_fpr", r.get("resolves_0p1pct_fpr")),
+              str(r.get("num_members", DASH)), str(r.get("num_nonmembers", DASH))] for r in head_rows]
+    blocks.append(Text(f"Strongest attack run: {headline}. Brackets: "
+                       f"{_ci_level(head_rows)} bootstrap confidence intervals."))
+    blocks.append(Table(["Target", "IPC", "DP guarantee", "Test accuracy", "AUC", "TPR @ 1% FPR",
+                         "TPR @ 0.1% FPR", "Members", "Non-members"], table))
+    attacks = list(dict.fromkeys(str(r.get("attack")) for r in rows))
+    if len(attacks) > 1:
+        by_target: dict[tuple[str, Any], dict[str, Mapping[str, Any]]] = {}
+        for r in rows:
+            by_target.setdefault((str(r.get("target")), r.get("ipc")), {})[str(r.get("attack"))] = r
+        grid = [[t, ipc_text(ipc)] + [_attack_cell(cells.get(a)) for a in attacks]
+                for (t, ipc), cells in by_target.items()]
+        blocks.append(Text("Every attack, as AUC / TPR at 1% FPR (in %):"))
+        blocks.append(Table(["Target", "IPC", *attacks], grid))
     notes = sorted({str(r["note"]) for r in rows if r.get("note")})
     blocks += [Text(f"Note: {n}") for n in notes]
-    if any(isinstance(r.get("roc"), Mapping) and r["roc"].get("fpr") for r in rows):
-        blocks.append(writer.save("roc", plots.roc_figure(rows), "Membership inference ROC curves, log-log",
-                                  "Log-log axes show the low false-positive region, where an attack is "
-                                  "dangerous; the dotted diagonal is guessing."))
+    if any(isinstance(r.get("roc"), Mapping) and r["roc"].get("fpr") for r in head_rows):
+        blocks.append(writer.save("roc", plots.roc_figure(head_rows), "Membership inference ROC curves, log-log",
+                                  f"{headline}: log-log axes show the low false-positive region, where an "
+                                  "attack is dangerous; the dotted diagonal is guessing."))
+        blocks.append(writer.save("privacy_utility", plots.frontier_figure(head_rows),
+                                  "Privacy-utility frontier",
+                                  "Left: test accuracy of the model trained on each target against the attack's "
+                                  "TPR at 0.1% FPR (1% where 0.1% is not resolved); up and to the left is "
+                                  "better. Right: accuracy against the accountant's ε for the DP targets."))
+    audits = privacy.get("audits") or []
+    if audits:
+        blocks.append(Text("Empirical DP audits: lower bounds on ε measured with canaries, beside the ε the "
+                           "accountant guarantees. A correct DP implementation never has a lower bound above "
+                           "its guarantee; a bound far below it means the audit (or the guarantee) is loose."))
+        blocks.append(Table(["Target", "Accountant ε (δ)", "Canary ε lower bound", "GDP ε estimate",
+                             "One-run ε lower bound", "Runs / canaries"],
+                            [_audit_row(a) for a in audits]))
     return section("privacy", blocks)
+
+
+def _ci_level(rows: Sequence[Mapping[str, Any]]) -> str:
+    for r in rows:
+        level = (r.get("ci") or {}).get("level")
+        if level:
+            return f"{100 * float(level):.0f}%"
+    return "no"
+
+
+def _ci_suffix(row: Mapping[str, Any], key: str, resolved: Any) -> str:
+    ci = (row.get("ci") or {}).get(key)
+    if resolved is False or not (isinstance(ci, Sequence) and len(ci) == 2):
+        return ""
+    return f" [{pct(ci[0], 2)}, {pct(ci[1], 2)}]"
+
+
+def _attack_cell(row: Mapping[str, Any] | None) -> str:
+    if row is None:
+        return DASH
+    return f"{num(row.get('auc'))} / {tpr_cell(row, 'tpr_at_1pct_fpr', 0.01, row.get('resolves_1pct_fpr'))}"
+
+
+def _audit_row(audit: Mapping[str, Any]) -> list[str]:
+    canary = audit.get("canary") or {}
+    one_run = audit.get("one_run") or {}
+    gdp = canary.get("gdp") or {}
+    theory = audit.get("epsilon_theory")
+    delta = audit.get("delta")
+    return [str(audit.get("label") or audit.get("target")),
+            DASH if theory is None else f"{float(theory):.2f}" + (f" ({float(delta):.0e})" if delta else ""),
+            num(canary.get("epsilon_lb"), 2), num(gdp.get("epsilon"), 2), num(one_run.get("epsilon_lb"), 2),
+            f"{canary.get('trials', DASH)} / {one_run.get('num_canaries', DASH)}"]
 
 
 # ============================================================================================ NAS

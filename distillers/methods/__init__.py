@@ -15,6 +15,8 @@ _BUILTIN = {
     "dm": ("distillers.methods.distribution:DM", "Distribution matching (Zhao & Bilen 2023)"),
     "dc": ("distillers.methods.gradient:DC", "Gradient matching (Zhao et al. 2021)"),
     "dsa": ("distillers.methods.gradient:DSA", "Gradient matching + siamese augmentation (Zhao & Bilen 2021)"),
+    "dp-dm": ("distillers.methods.private:DPDM", "Differentially private distribution matching (clipped, noised means)"),
+    "psg": ("distillers.methods.private:PSG", "DP gradient matching, PSG-style (Chen et al. 2022)"),
 }
 for _name, (_target, _help) in _BUILTIN.items():
     METHODS.register_lazy(_name, _target, help=_help)

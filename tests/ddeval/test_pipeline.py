@@ -16,7 +16,7 @@ TINY = [
     "network=convnet-d2", "network_args.width=16",
     "accuracy.networks=convnet-d2,mlp", "accuracy.network_args.convnet-d2.width=16", "accuracy.eval_seeds=2",
     "accuracy.epochs=30", "accuracy.full_data_epochs=2",
-    "privacy.ipc=2", "nas.ipc=2", "nas.space=tiny", "nas.proxy_epochs=3", "nas.full_epochs=1", "nas.proxies=dm,random",
+    "privacy.ipc=2", "privacy.dp_epsilons=8", "privacy.dp_sgd.epochs=1", "privacy.bootstrap=20", "nas.ipc=2", "nas.space=tiny", "nas.proxy_epochs=3", "nas.full_epochs=1", "nas.proxies=dm,random",
 ]
 
 
@@ -60,10 +60,15 @@ def test_results_schema(tiny_run):
     assert "Evaluation networks trained with:" in (out / "report.md").read_text()
     assert 0.0 < stored["accuracy"]["full_data"]["accuracy_mean"] <= 1.0
     targets = {r["target"] for r in stored["privacy"]["rows"]}
-    assert {"dm", "random", "noise", "full-data"} == targets
+    assert {"dm", "random", "full-data", "dp-sgd-eps8"} == targets  # noise is not attacked by default
+    assert {r["attack"] for r in stored["privacy"]["rows"]} == {"loss", "confidence", "entropy"}
     for r in stored["privacy"]["rows"]:
         assert 0.0 <= r["auc"] <= 1.0 and r["num_nonmembers"] == stored["dataset"]["num_test"]
         assert r["resolves_0p1pct_fpr"] is False and r["note"]
+        lo, hi = r["ci"]["auc"]
+        assert lo <= r["auc"] <= hi
+    dp_row = next(r for r in stored["privacy"]["rows"] if r["target"] == "dp-sgd-eps8")
+    assert 0 < dp_row["dp"]["epsilon"] <= 8.0 + 1e-6 and dp_row["dp"]["delta"] > 0
     nas = stored["nas"]
     assert nas["num_candidates"] == 4 and {p["proxy"] for p in nas["proxies"]} == {"dm", "random"}
     for p in nas["proxies"]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +12,18 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 
-from ddeval.privacy import ATTACKS, ConfidenceAttack, LossThresholdAttack, roc_metrics, run_attack
+from ddeval.privacy import (
+    ATTACKS,
+    ConfidenceAttack,
+    EntropyAttack,
+    LossThresholdAttack,
+    ModifiedEntropyAttack,
+    bootstrap_intervals,
+    roc_metrics,
+    run_attack,
+    threshold_scores,
+)
+from ddeval.privacy.metrics import resampled_metrics
 from distillers.errors import DDError
 
 
@@ -161,7 +174,119 @@ def test_attack_scores_match_definitions(tiny_digits, one_thread):
     np.testing.assert_allclose(np.exp(loss), conf, rtol=1e-6)
 
 
+def test_threshold_scores_match_definitions():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2, size=(40, 6))
+    labels = rng.integers(0, 6, size=40)
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    rows = np.arange(40)
+    p_y = p[rows, labels]
+    np.testing.assert_allclose(threshold_scores("loss", logits, labels), np.log(p_y), rtol=1e-10)
+    np.testing.assert_allclose(threshold_scores("confidence", torch.tensor(logits), labels), p_y, rtol=1e-10)
+    np.testing.assert_allclose(threshold_scores("entropy", logits, labels), (p * np.log(p)).sum(1), rtol=1e-10)
+    mentr = np.array([-(1 - p_y[i]) * np.log(p_y[i])
+                      - sum(p[i, k] * np.log(1 - p[i, k]) for k in range(6) if k != labels[i]) for i in range(40)])
+    np.testing.assert_allclose(threshold_scores("modified-entropy", logits, labels), -mentr, rtol=1e-10)
+    # modified entropy tells a confident right answer from a confident wrong one; plain entropy cannot
+    sure = np.array([[9.0, 0.0, 0.0], [9.0, 0.0, 0.0]])
+    right_wrong = np.array([0, 1])
+    ent = threshold_scores("entropy", sure, right_wrong)
+    mod = threshold_scores("modified-entropy", sure, right_wrong)
+    assert ent[0] == ent[1] and mod[0] > mod[1] + 5
+    # extreme logits: the probability 1 - 1e-8000 still gives finite, correctly ordered scores
+    huge = np.array([[1e4, -1e4, -1e4], [1e4, -1e4, -1e4], [1.0, 0.0, 0.0]])
+    for name in ("loss", "confidence", "entropy", "modified-entropy"):
+        got = threshold_scores(name, huge, np.array([0, 1, 0]))
+        assert np.isfinite(got).all(), name
+        assert got[0] > got[2], (name, got)
+        if name == "entropy":  # label-blind
+            assert got[1] == got[0]
+        else:
+            assert got[1] < got[2], (name, got)
+    assert threshold_scores("loss", huge[:2], np.array([0, 1]))[1] == pytest.approx(-2e4, rel=1e-12)
+    with pytest.raises(DDError, match="Unknown threshold attack"):
+        threshold_scores("lira", logits, labels)
+    with pytest.raises(DDError, match=r"\[n, K\]"):
+        threshold_scores("loss", logits[None], labels)
+
+
+def test_new_attacks_score_models(tiny_digits):
+    train, _ = tiny_digits
+    data = train.subset(range(17))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    logits = net(data.x).detach()
+    for attack in (EntropyAttack(), ModifiedEntropyAttack()):
+        got = attack.score(net, data, batch_size=4)
+        assert got.shape == (17,) and got.dtype == np.float64
+        np.testing.assert_allclose(got, threshold_scores(attack.name, logits, data.y), rtol=1e-6)
+
+
 def test_attack_registry():
-    assert {"loss", "confidence"} <= set(ATTACKS.names())
+    assert {"loss", "confidence", "entropy", "modified-entropy"} <= set(ATTACKS.names())
     with pytest.raises(DDError, match="Did you mean \"loss\""):
         ATTACKS.get("los")
+
+
+# ---------------------------------------------------------------------------------------------- bootstrap
+def test_vectorised_resamples_equal_roc_metrics_on_each_resample():
+    rng = np.random.default_rng(8)
+    members = np.round(rng.normal(0.7, 1.0, 90), 1)  # ties within and across the groups
+    nonmembers = np.round(rng.normal(0.0, 1.0, 230), 1)
+    pos, neg = np.sort(members), np.sort(nonmembers)
+    idx_pos = rng.integers(0, pos.size, size=(12, pos.size))
+    idx_neg = rng.integers(0, neg.size, size=(12, neg.size))
+    w_pos = np.stack([np.bincount(r, minlength=pos.size) for r in idx_pos]).astype(float)
+    w_neg = np.stack([np.bincount(r, minlength=neg.size) for r in idx_neg]).astype(float)
+    got = resampled_metrics(pos, neg, w_pos, w_neg)
+    for b in range(12):
+        exact = roc_metrics(pos[idx_pos[b]], neg[idx_neg[b]])
+        for key in ("auc", "tpr_at_1pct_fpr", "tpr_at_0p1pct_fpr"):
+            assert got[key][b] == pytest.approx(exact[key], abs=1e-12), (key, b)
+    # the edge case of test_resolution_flags_and_notes: exactly one false positive allowed at 1% FPR
+    edge = resampled_metrics(np.array([3.0, 4.0, 5.0]), np.array([0.0] * 99 + [4.5]), np.ones((1, 3)),
+                             np.ones((1, 100)))
+    assert edge["tpr_at_1pct_fpr"][0] == 1.0
+
+
+def test_bootstrap_intervals_keys_coverage_and_speed():
+    rng = np.random.default_rng(0)
+    members, nonmembers = rng.normal(1.0, 1.0, 5000), rng.normal(0.0, 1.0, 5000)
+    start = time.perf_counter()
+    m = roc_metrics(members, nonmembers, bootstrap=200, seed=3)
+    assert time.perf_counter() - start < 2.0
+    ci = m["ci"]
+    assert set(ci) == {"auc", "tpr_at_1pct_fpr", "tpr_at_0p1pct_fpr", "level", "resamples"}
+    assert ci["level"] == 0.95 and ci["resamples"] == 200
+    json.dumps(m)
+    for key in ("auc", "tpr_at_1pct_fpr", "tpr_at_0p1pct_fpr"):
+        lo, hi = ci[key]
+        assert type(lo) is float and lo <= m[key] <= hi, key
+    true_auc = 0.5 * math.erfc(-1.0 / 2.0)  # P(N(1,1) > N(0,1)) = Phi(1 / sqrt 2)
+    assert ci["auc"][0] < true_auc < ci["auc"][1]
+    assert ci["auc"][1] - ci["auc"][0] < 0.03
+    # same seed, same interval; the existing keys do not change with bootstrap
+    assert roc_metrics(members, nonmembers, bootstrap=200, seed=3)["ci"] == ci
+    plain = roc_metrics(members, nonmembers)
+    assert "ci" not in plain and {k: v for k, v in m.items() if k != "ci"} == plain
+    # a wider level gives a wider interval
+    wide = bootstrap_intervals(members, nonmembers, resamples=200, seed=3, level=0.99)
+    assert wide["auc"][0] <= ci["auc"][0] and wide["auc"][1] >= ci["auc"][1]
+    # coverage: the 90% interval holds the true AUC in most of 40 independent small experiments
+    hits = 0
+    for seed in range(40):
+        r = np.random.default_rng(100 + seed)
+        lo, hi = bootstrap_intervals(r.normal(1.0, 1.0, 150), r.normal(0.0, 1.0, 150), resamples=200,
+                                     seed=seed, level=0.9)["auc"]
+        hits += lo < true_auc < hi
+    assert 30 <= hits <= 40, hits
+
+
+def test_bootstrap_errors():
+    with pytest.raises(DDError, match="bootstrap"):
+        roc_metrics([1.0], [0.0], bootstrap=-1)
+    with pytest.raises(DDError, match="bootstrap"):
+        roc_metrics([1.0], [0.0], bootstrap=2.5)  # type: ignore[arg-type]
+    with pytest.raises(DDError, match="level"):
+        roc_metrics([1.0], [0.0], bootstrap=10, level=95)

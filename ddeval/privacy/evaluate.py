@@ -1,0 +1,295 @@
+"""The privacy evaluator of a suite: membership inference on every target, DP-SGD baselines, DP audits.
+
+Targets sit side by side in one table: each attacked method's synthetic set, the random real subset of the
+same size (the "random" method), the full real data, and DP-SGD on the real data at each ε of
+``privacy.dp_epsilons``. DP distillers are ordinary methods of the suite; their (ε, δ) comes from their
+synthetic set's ``meta["dp"]``.
+
+Two modes (``privacy.shadows``):
+
+- ``0``: one model per target; members = the training images given to the distiller, non-members = the
+  test images; threshold attacks only. Cheap, and what the quickstart runs.
+- ``N > 0``: N + 1 shadow pipelines per target on balanced random halves of a population
+  (:mod:`ddeval.privacy.shadow`), every pipeline attacked in turn with the others as its shadows
+  (leave-one-out), scores pooled over ``privacy.targets`` pipelines; threshold attacks and LiRA are
+  evaluated on exactly the same member/non-member split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ddeval.accuracy import mean_std, recipe
+from ddeval.config import LIRA_ATTACKS, Suite
+from ddeval.executor import LocalExecutor, Unit
+from ddeval.runs import RunDir
+from distillers.augment import default_strategy
+from distillers.data import LabeledData
+from distillers.synthetic import SyntheticSet
+
+ROC_POINTS = 200
+DP_KEYS = ("epsilon", "delta", "noise_multiplier", "max_grad_norm", "sample_rate", "steps", "accountant")
+
+
+def headline_attack(attacks: tuple[str, ...]) -> str:
+    """The attack the summary shows: the strongest one that was run (LiRA online, else loss)."""
+    for name in ("lira-online", "lira-online-fixed", "lira-offline", "loss"):
+        if name in attacks:
+            return name
+    return attacks[0]
+
+
+def _targets(suite: Suite, methods: Mapping[str, Mapping[str, Any]], dataset_name: str) -> list[dict[str, Any]]:
+    """Every privacy target: (label, ipc, how its model is made, which recipe trains it)."""
+    pcfg, acc = suite.privacy, suite.accuracy
+    strategy = default_strategy(dataset_name)
+    train_recipe = recipe(acc, epochs=pcfg.epochs or acc.epochs, augment=strategy, fast=suite.fast)
+    full_recipe = recipe(acc, epochs=pcfg.full_data_epochs or acc.full_data_epochs, augment=strategy,
+                         fast=suite.fast)
+    attacked = list(pcfg.methods) or [m for m in methods if m != "noise"]
+    out = []
+    for ipc in pcfg.ipc or suite.ipc:
+        for name in attacked:
+            out.append({"label": name, "ipc": ipc, "recipe": train_recipe.__dict__,
+                        "target": {"kind": "method", "name": name, "config": _method_config(name, methods[name]),
+                                   "ipc": ipc}})
+    if pcfg.full_data:
+        out.append({"label": "full-data", "ipc": None, "recipe": full_recipe.__dict__,
+                    "target": {"kind": "full-data"}})
+    for eps in pcfg.dp_epsilons:
+        out.append({"label": f"dp-sgd-eps{eps:g}", "ipc": None, "recipe": {},
+                    "target": {"kind": "dp-sgd", "dp": {**pcfg.dp_sgd, "epsilon": float(eps)}}})
+    return out
+
+
+def _method_config(name: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    import distillers
+    from distillers.config import config_dict
+
+    return config_dict(distillers.create(name, **dict(cfg)).config)
+
+
+def evaluate_privacy(suite: Suite, methods: Mapping[str, Mapping[str, Any]],
+                     sets: Mapping[tuple[str, int, int], SyntheticSet], train: LabeledData, test: LabeledData,
+                     rd: RunDir, device: str, stage: Callable[[str], None], step: Callable[[], None]
+                     ) -> dict[str, Any]:
+    """The ``privacy`` block of results.json (see the module docstring for the two modes)."""
+    pcfg = suite.privacy
+    attacks = pcfg.attack_names()
+    network = suite.accuracy.networks[0]
+    net_args = suite.accuracy.args_for(network)
+    targets = _targets(suite, methods, train.name or suite.dataset)
+    flip = "flip" in default_strategy(train.name or suite.dataset)
+
+    def on_done(unit: Unit, reused: bool) -> None:
+        stage(unit.label + (" (cached)" if reused else ""))
+        step()
+
+    executor = LocalExecutor(rd, workers=pcfg.workers, on_done=on_done)
+    common = {"network": network, "network_args": net_args, "flip": flip, "device": device}
+    if pcfg.shadows:
+        rows, info = _shadow_mode(suite, targets, attacks, train, test, executor, common)
+    else:
+        rows, info = _single_mode(suite, targets, attacks, sets, train, test, executor, common)
+    out: dict[str, Any] = {
+        "mode": "shadow pipelines" if pcfg.shadows else "single target",
+        "attacks": list(attacks),
+        "headline_attack": headline_attack(attacks),
+        "network": network,
+        **info,
+        "rows": rows,
+    }
+    if pcfg.audit.enabled:
+        out["audits"] = _audits(suite, methods, targets, train, rd, device, stage, step)
+    return out
+
+
+# ------------------------------------------------------------------------------------ single-target mode
+def _single_mode(suite: Suite, targets: list[dict[str, Any]], attacks: tuple[str, ...],
+                 sets: Mapping[tuple[str, int, int], SyntheticSet], train: LabeledData, test: LabeledData,
+                 executor: LocalExecutor, common: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    units = []
+    for t in targets:
+        trained_on: LabeledData | SyntheticSet = train
+        data_key = "full:" + train.fingerprint()
+        if t["target"]["kind"] == "method":
+            seeds = sorted(s for (m, k, s) in sets if m == t["label"] and k == t["ipc"])
+            trained_on = sets[(t["label"], t["ipc"], seeds[0])]
+            data_key = str(trained_on.meta.get("unit_key"))
+        spec = {"target": t["target"], "data": data_key, "members": train.fingerprint(),
+                "nonmembers": test.fingerprint(), "recipe": t["recipe"], "seed": suite.seed,
+                "attacks": list(attacks), **{k: v for k, v in common.items() if k != "device"}}
+        label = t["label"] + (f" ipc={t['ipc']}" if t["ipc"] else "")
+        units.append(Unit("privacy", spec, attack_single_target,
+                          (t["target"], trained_on, train, test),
+                          {"attacks": attacks, "recipe": t["recipe"], "seed": 1000 + suite.seed,
+                           "bootstrap": suite.privacy.bootstrap, **common},
+                          label=f"privacy: attack {label}"))
+    results = executor.map(units)
+    rows = []
+    for t, res in zip(targets, results, strict=True):
+        for attack in attacks:
+            rows.append({"target": t["label"], "ipc": t["ipc"], "attack": attack, **res["attacks"][attack],
+                         "target_accuracy": res["accuracy"], "dp": res.get("dp")})
+    return rows, {"members": "real training images given to the distiller", "nonmembers": "real test images"}
+
+
+def attack_single_target(target: Mapping[str, Any], trained_on: LabeledData | SyntheticSet, members: LabeledData,
+                         nonmembers: LabeledData, *, attacks: tuple[str, ...], recipe: Mapping[str, Any], seed: int,
+                         bootstrap: int, network: str, network_args: Mapping[str, Any], flip: bool,
+                         device: str) -> dict[str, Any]:
+    """Train one model on ``trained_on`` (or DP-SGD on ``members``), score members vs non-members."""
+    from ddeval.privacy.attacks import threshold_scores
+    from ddeval.privacy.lira import query_logits
+    from ddeval.privacy.metrics import roc_metrics
+    from distillers.protocol import TrainConfig, train_and_evaluate
+
+    dp = None
+    if target["kind"] == "dp-sgd":
+        from ddeval.privacy.dp import DPConfig, train_and_evaluate_dp
+        from distillers.config import build_config
+
+        trained = train_and_evaluate_dp(network, members, nonmembers,
+                                        build_config(DPConfig, dict(target["dp"]), what="privacy.dp_sgd"),
+                                        seed=seed, device=device, network_args=dict(network_args))
+        dp = {k: trained[k] for k in DP_KEYS if k in trained}
+    else:
+        trained = train_and_evaluate(network, trained_on, nonmembers, TrainConfig(**recipe), seed=seed,
+                                     device=device, network_args=dict(network_args), return_model=True)
+        if isinstance(trained_on, SyntheticSet) and trained_on.meta.get("dp"):
+            dp = dict(trained_on.meta["dp"])
+    model = trained["model"]
+    logits_in = query_logits(model, members, flip=False, device=device)[:, 0]
+    logits_out = query_logits(model, nonmembers, flip=False, device=device)[:, 0]
+    out = {}
+    for i, attack in enumerate(attacks):
+        out[attack] = roc_metrics(threshold_scores(attack, logits_in, members.y.numpy()),
+                                  threshold_scores(attack, logits_out, nonmembers.y.numpy()),
+                                  max_points=ROC_POINTS, bootstrap=bootstrap, seed=seed + i)
+    return {"accuracy": float(trained["accuracy"]), "attacks": out, "dp": dp}
+
+
+# ------------------------------------------------------------------------------------ shadow mode
+def _shadow_mode(suite: Suite, targets: list[dict[str, Any]], attacks: tuple[str, ...], train: LabeledData,
+                 test: LabeledData, executor: LocalExecutor, common: Mapping[str, Any]
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from ddeval.privacy import shadow
+
+    pcfg = suite.privacy
+    pop_idx = shadow.population_indices(train, pcfg.population, suite.seed)
+    population = train.subset(pop_idx)
+    pipelines = pcfg.shadows + 1
+    masks = shadow.half_masks(len(population), pipelines, suite.seed)
+    data_key = f"{train.fingerprint()}:{shadow.digest(pop_idx.numpy())}"
+    units: list[Unit] = []
+    spans: list[tuple[int, int]] = []
+    for t in targets:
+        label = t["label"] + (f" ipc={t['ipc']}" if t["ipc"] else "")
+        if t["ipc"]:
+            shadow.check_halves(population.y, masks, population.num_classes, t["ipc"], label)
+        part = shadow.pipeline_units(t["target"], f"privacy: {label}", population, masks, test,
+                                     seed=10_000 + suite.seed, recipe=t["recipe"], data_key=data_key, **common)
+        spans.append((len(units), len(units) + len(part)))
+        units += part
+    results = executor.map(units)
+    n_targets = pcfg.targets or pipelines
+    rows = []
+    for t, (a, b) in zip(targets, spans, strict=True):
+        rows += analyse_pipelines(t, results[a:b], population.y.numpy(), masks, list(range(n_targets)), attacks,
+                                  bootstrap=pcfg.bootstrap, seed=suite.seed)
+    info = {"members": "each pipeline's random half of the population (given to the distiller)",
+            "nonmembers": "the other half of the population",
+            "population": len(population), "pipelines": pipelines, "targets": n_targets}
+    return rows, info
+
+
+def analyse_pipelines(target: Mapping[str, Any], results: list[dict[str, Any]], labels: np.ndarray,
+                      masks: np.ndarray, target_ids: list[int], attacks: tuple[str, ...], *, bootstrap: int,
+                      seed: int) -> list[dict[str, Any]]:
+    """One row per attack for one target's finished pipelines (leave-one-out, pooled over ``target_ids``)."""
+    from ddeval.privacy.lira import leave_one_out, lira_statistic, threshold_leave_one_out
+    from ddeval.privacy.metrics import roc_metrics
+    from ddeval.privacy.shadow import stack_logits
+
+    logits = stack_logits(results)  # [M, n, Q, K]
+    stats = lira_statistic(logits.transpose(0, 2, 1, 3), labels).transpose(0, 2, 1)  # [M, n, Q]
+    accs = [float(r["accuracy"]) for r in results]
+    acc_mean, acc_std = mean_std(accs)
+    dp = results[0].get("dp")
+    rows = []
+    for i, attack in enumerate(attacks):
+        if attack in LIRA_ATTACKS:
+            member, nonmember = leave_one_out(stats, masks, target_ids, attack.removeprefix("lira-"))
+        else:
+            member, nonmember = threshold_leave_one_out(logits, labels, masks, target_ids, attack)
+        metrics = roc_metrics(member, nonmember, max_points=ROC_POINTS, bootstrap=bootstrap, seed=seed + i)
+        rows.append({"target": target["label"], "ipc": target["ipc"], "attack": attack, **metrics,
+                     "target_accuracy": acc_mean, "target_accuracy_std": acc_std, "pipelines": len(results),
+                     "targets_pooled": len(target_ids),
+                     "distill_seconds_mean": _mean_of(results, "distill_seconds"),
+                     "pipeline_seconds_mean": _mean_of(results, "seconds"), "dp": dp})
+    return rows
+
+
+def _mean_of(results: list[dict[str, Any]], key: str) -> float | None:
+    values = [float(r[key]) for r in results if r.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
+# ------------------------------------------------------------------------------------ audits
+def _audits(suite: Suite, methods: Mapping[str, Mapping[str, Any]], targets: list[dict[str, Any]],
+            train: LabeledData, rd: RunDir, device: str, stage: Callable[[str], None],
+            step: Callable[[], None]) -> list[dict[str, Any]]:
+    """Empirical ε lower bounds of each DP target next to its accountant's ε (one cached unit per target)."""
+    import dataclasses
+
+    from ddeval.privacy.dpaudit import AuditSetup, audit_dp
+
+    acfg = suite.privacy.audit
+    wanted = set(acfg.targets)
+    setup_keys = {f.name for f in dataclasses.fields(AuditSetup)}  # the audit's own model, canary, score
+    jobs: list[tuple[str, str, dict[str, Any]]] = []
+    for t in targets:
+        if t["target"]["kind"] == "dp-sgd" and (not wanted or "dp-sgd" in wanted):
+            jobs.append((t["label"], "dp-sgd", {**t["target"]["dp"], **acfg.config.get("dp-sgd", {})}))
+    for name, cfg in methods.items():
+        if is_dp_method(name) and (not wanted or name in wanted):
+            own = {k: v for k, v in cfg.items() if k not in setup_keys}
+            jobs.append((name, name, {**own, **acfg.config.get(name, {})}))
+    out = []
+    for label, kind, cfg in jobs:
+        spec = {"target": kind, "config": cfg, "data": train.fingerprint(), "trials": acfg.trials,
+                "canaries": acfg.canaries, "beta": acfg.beta, "seed": suite.seed}
+        stage(f"privacy: DP audit of {label}")
+
+        def compute(kind: str = kind, cfg: dict[str, Any] = cfg) -> dict[str, Any]:
+            return audit_dp(kind, train, config=cfg, trials=acfg.trials, canaries=acfg.canaries,
+                            delta=cfg.get("delta"), beta=acfg.beta, seed=suite.seed, device=device)
+
+        result = rd.unit("audit", spec, compute)
+        out.append({"label": label, **result})
+        step()
+    return out
+
+
+def is_dp_method(name: str) -> bool:
+    """A registered method that is differentially private w.r.t. the real images (its config has ``epsilon``)."""
+    from distillers.methods import config_keys
+
+    return {"epsilon", "delta"} <= config_keys(name)
+
+
+def count_units(suite: Suite, methods: Mapping[str, Any]) -> int:
+    """Units the progress bar counts for the privacy evaluator."""
+    pcfg = suite.privacy
+    attacked = list(pcfg.methods) or [m for m in methods if m != "noise"]
+    n_targets = len(pcfg.ipc or suite.ipc) * len(attacked) + int(pcfg.full_data) + len(pcfg.dp_epsilons)
+    total = n_targets * (pcfg.shadows + 1 if pcfg.shadows else 1)
+    if pcfg.audit.enabled:
+        wanted = set(pcfg.audit.targets)
+        total += len(pcfg.dp_epsilons) * (not wanted or "dp-sgd" in wanted)
+        total += sum(is_dp_method(m) and (not wanted or m in wanted) for m in methods)
+    return total
