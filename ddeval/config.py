@@ -69,8 +69,8 @@ class AuditConfig:
     config: dict[str, Any] = field(default_factory=dict)  # per target: overrides of its audited configuration
 
     def __post_init__(self) -> None:
-        check(self.trials >= 4 and self.trials % 2 == 0,
-              f"privacy.audit.trials must be an even number >= 4, got {self.trials}.")
+        check(self.trials >= 8 and self.trials % 2 == 0,
+              f"privacy.audit.trials must be an even number >= 8 (half with the canary), got {self.trials}.")
         check(self.canaries >= 2, f"privacy.audit.canaries must be >= 2, got {self.canaries}.")
         check(0 < self.beta < 1, f"privacy.audit.beta must lie in (0, 1), got {self.beta}.")
 

@@ -26,6 +26,7 @@ batch count is the same for every possible canary count (DDError naming a batch 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -224,8 +225,20 @@ def _run_seeds(seed: int, count: int) -> list[int]:
     return [int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, size=count)]
 
 
+Cache = Callable[[str, Callable[[], Any]], Any]
+
+
+def _uncached(key: str, compute: Callable[[], Any]) -> Any:
+    return compute()
+
+
+def _score_once(mechanism: Callable[[bool, int], float], include: bool, run_seed: int) -> float:
+    return float(mechanism(include, run_seed))
+
+
 def canary_audit(mechanism: Callable[[bool, int], float], *, trials: int, delta: float, beta: float = 0.05,
-                 seed: int = 0, epsilon_theory: float | None = None, selection: str = "split") -> dict[str, Any]:
+                 seed: int = 0, epsilon_theory: float | None = None, selection: str = "split",
+                 cache: Cache | None = None) -> dict[str, Any]:
     """Run ``mechanism(include, seed_i)`` ``trials`` times (half IN, half OUT, alternating, fresh seeds
     drawn from ``seed``) and bound ε from the scores (higher = IN).
 
@@ -233,15 +246,19 @@ def canary_audit(mechanism: Callable[[bool, int], float], *, trials: int, delta:
     :func:`~ddeval.privacy.audit.epsilon_lower_bound` result, "gdp": :func:`~ddeval.privacy.audit.gdp_estimate`,
     "epsilon_theory", "sound" (ε_LB ≤ ε_theory, or None), "trials", "delta", "beta", "in_scores",
     "out_scores", "seconds"}. Without ``epsilon_theory`` the mechanism's own ``epsilon()`` is used if it has one.
+    ``cache(key, compute)`` may return a stored score for a finished trial (a run directory's unit cache), so
+    a killed audit resumes without redoing finished trials.
     """
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 8:
         raise DDError(f"A canary audit needs at least 8 trials (4 IN, 4 OUT), got {trials!r}.")
     start = time.perf_counter()
     ins: list[float] = []
     outs: list[float] = []
+    cached = cache or _uncached
     for i, run_seed in enumerate(_run_seeds(seed, trials)):
         include = i % 2 == 0
-        value = float(mechanism(include, run_seed))
+        value = float(cached(f"trial {i} include={include} seed={run_seed}",
+                             functools.partial(_score_once, mechanism, include, run_seed)))
         if not math.isfinite(value):
             raise DDError("The mechanism returned a non-finite canary score; check its training settings.")
         (ins if include else outs).append(value)
@@ -266,7 +283,7 @@ def canary_audit(mechanism: Callable[[bool, int], float], *, trials: int, delta:
 def one_run_canary_audit(mechanism_multi: Callable[[np.ndarray, int], np.ndarray], *, canaries: int,
                          delta: float, beta: float = 0.05, seed: int = 0, epsilon_theory: float | None = None,
                          k_plus: int | None = None, k_minus: int | None = None,
-                         epsilon_source: Any = None) -> dict[str, Any]:
+                         epsilon_source: Any = None, cache: Cache | None = None) -> dict[str, Any]:
     """One run with ``canaries`` canaries, each IN with probability ½ (fair coins from ``seed``).
 
     Returns :func:`~ddeval.privacy.audit.one_run_audit`'s result plus "epsilon_theory", "sound", "scores",
@@ -280,7 +297,10 @@ def one_run_canary_audit(mechanism_multi: Callable[[np.ndarray, int], np.ndarray
     rng = np.random.default_rng(seed)
     included = rng.random(canaries) < 0.5
     run_seed = int(rng.integers(0, 2**31 - 1))
-    scores = np.asarray(mechanism_multi(included, run_seed), dtype=np.float64).reshape(-1)
+    scores = np.asarray((cache or _uncached)(
+        f"one-run canaries={canaries} seed={run_seed}",
+        lambda: [float(v) for v in np.asarray(mechanism_multi(included, run_seed)).reshape(-1)]),
+        dtype=np.float64).reshape(-1)
     if scores.size != canaries or not np.all(np.isfinite(scores)):
         raise DDError(f"The mechanism must return {canaries} finite canary scores, got {scores.size} "
                       f"({int(np.sum(~np.isfinite(scores)))} non-finite).")
@@ -326,14 +346,14 @@ class AuditSetup:
 
 def audit_dp(target: str, data: LabeledData, *, config: dict[str, Any] | None = None, trials: int = 0,
              canaries: int = 0, delta: float | None = None, beta: float = 0.05, seed: int = 0,
-             device: str | torch.device = "cpu") -> dict[str, Any]:
+             device: str | torch.device = "cpu", cache: Cache | None = None) -> dict[str, Any]:
     """Audit ``target`` ("dp-sgd" or a registered (DP) distiller) on ``data`` with both audits.
 
     ``config`` mixes :class:`AuditSetup` keys with the target's own (DPConfig fields for "dp-sgd", the
     method's config keys otherwise). ``trials`` > 0 runs :func:`canary_audit`; ``canaries`` > 0 runs
     :func:`one_run_canary_audit` (m canaries in one run). ``delta=None``: the target's δ. Returns {"target",
     "epsilon_theory", "delta", "canary", "one_run", "setup", "mechanism", "seconds"} ("canary"/"one_run" are
-    None when not run).
+    None when not run). ``cache`` is passed to both audits (per-trial resume).
     """
     if trials <= 0 and canaries <= 0:
         raise DDError("audit_dp needs trials > 0 (canary audit) or canaries > 0 (one-run audit).")
@@ -361,12 +381,12 @@ def audit_dp(target: str, data: LabeledData, *, config: dict[str, Any] | None = 
     mech = build(1)
     audit_delta = mech.delta
     if trials > 0:
-        canary_result = canary_audit(mech, trials=trials, delta=audit_delta, beta=beta, seed=seed)
+        canary_result = canary_audit(mech, trials=trials, delta=audit_delta, beta=beta, seed=seed, cache=cache)
     multi_mech = mech
     if canaries > 0:
         multi_mech = build(slots) if slots != mech.num_canaries else mech
         one_run = one_run_canary_audit(multi_mech.multi, canaries=canaries, delta=audit_delta, beta=beta,
-                                       seed=seed, epsilon_source=multi_mech)
+                                       seed=seed, epsilon_source=multi_mech, cache=cache)
     thetas = [m.epsilon() for m in (mech, multi_mech)]
     known = [t for t in thetas if t is not None]
     return {

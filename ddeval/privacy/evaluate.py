@@ -17,6 +17,7 @@ Two modes (``privacy.shadows``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -254,10 +255,15 @@ def _audits(suite: Suite, methods: Mapping[str, Mapping[str, Any]], targets: lis
     jobs: list[tuple[str, str, dict[str, Any]]] = []
     for t in targets:
         if t["target"]["kind"] == "dp-sgd" and (not wanted or "dp-sgd" in wanted):
-            jobs.append((t["label"], "dp-sgd", {**t["target"]["dp"], **acfg.config.get("dp-sgd", {})}))
-    for name, cfg in methods.items():
+            dp_cfg = {**t["target"]["dp"], **acfg.config.get("dp-sgd", {})}
+            if "batch_size" not in acfg.config.get("dp-sgd", {}):
+                dp_cfg["batch_size"] = audit_batch_size(len(train), max(acfg.canaries, 1),
+                                                        int(dp_cfg.get("batch_size") or _dp_default("batch_size")))
+            jobs.append((t["label"], "dp-sgd", dp_cfg))
+    for name, method_cfg in methods.items():
         if is_dp_method(name) and (not wanted or name in wanted):
-            own = {k: v for k, v in cfg.items() if k not in setup_keys}
+            own = {k: v for k, v in method_cfg.items() if k not in setup_keys}
+            own["ipc"] = max(suite.privacy.ipc or suite.ipc)  # audit the set size that is attacked
             jobs.append((name, name, {**own, **acfg.config.get(name, {})}))
     out = []
     for label, kind, cfg in jobs:
@@ -265,14 +271,40 @@ def _audits(suite: Suite, methods: Mapping[str, Mapping[str, Any]], targets: lis
                 "canaries": acfg.canaries, "beta": acfg.beta, "seed": suite.seed}
         stage(f"privacy: DP audit of {label}")
 
-        def compute(kind: str = kind, cfg: dict[str, Any] = cfg) -> dict[str, Any]:
+        def compute(kind: str = kind, cfg: dict[str, Any] = cfg, spec: dict[str, Any] = spec) -> dict[str, Any]:
+            def cache(key: str, run: Callable[[], Any]) -> Any:  # each trial is a unit: resume per trial
+                return rd.unit("audit-trial", {**spec, "trial": key}, lambda: {"value": run()})["value"]
+
             return audit_dp(kind, train, config=cfg, trials=acfg.trials, canaries=acfg.canaries,
-                            delta=cfg.get("delta"), beta=acfg.beta, seed=suite.seed, device=device)
+                            delta=cfg.get("delta"), beta=acfg.beta, seed=suite.seed, device=device, cache=cache)
 
         result = rd.unit("audit", spec, compute)
         out.append({"label": label, **result})
         step()
     return out
+
+
+def _dp_default(key: str) -> Any:
+    import dataclasses
+
+    from ddeval.privacy.dp import DPConfig
+
+    return {f.name: f.default for f in dataclasses.fields(DPConfig)}[key]
+
+
+def audit_batch_size(num_train: int, canaries: int, batch_size: int) -> int:
+    """The smallest batch size >= ``batch_size`` whose batch count is the same with 0 and with all canaries IN.
+
+    The canary audit holds ``canaries`` images out of the data and adds back the IN ones; Opacus' sample
+    rate is 1 / the number of batches, which must not depend on how many canaries are IN (otherwise the
+    audited runs would not be one mechanism). The audited DP-SGD therefore may use a slightly larger batch
+    than the baseline; the audit records the value it used.
+    """
+    low = max(num_train - canaries, 1)
+    b = max(batch_size, 1)
+    while math.ceil(low / b) != math.ceil(num_train / b):
+        b += 1
+    return b
 
 
 def is_dp_method(name: str) -> bool:

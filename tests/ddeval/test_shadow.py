@@ -110,3 +110,40 @@ def test_audit_cli(tmp_path, capsys):
     assert "accuracy" not in stored and "nas" not in stored
     code = main(["audit", "quickstart", "--out", str(tmp_path / "bad"), "--set", "privacy.methods=dn"])
     assert code == 2
+
+
+def test_audits_sit_beside_the_accountant(tmp_path):
+    """privacy.audit runs the canary and one-run audits of DP-SGD and of a DP distiller inside a suite."""
+    out = tmp_path / "audit"
+    overrides = [
+        "ipc=2", "methods=random,dp-dm", "methods.dp-dm.iterations=3", "methods.dp-dm.batch_real=8",
+        "methods.dp-dm.epsilon=8", "network=convnet-d2", "network_args.width=8", "accuracy.enabled=false",
+        "nas.enabled=false", "accuracy.networks=convnet-d2", "accuracy.network_args.convnet-d2.width=8",
+        "accuracy.epochs=5", "accuracy.full_data_epochs=1", "privacy.ipc=2", "privacy.dp_epsilons=8",
+        "privacy.dp_sgd.epochs=1", "privacy.bootstrap=0", "privacy.audit.enabled=true",
+        "privacy.audit.trials=8", "privacy.audit.canaries=4",
+        "privacy.audit.config={dp-dm: {train_epochs: 5}}",
+    ]
+    results = run_suite("quickstart", overrides=overrides, run_dir=out, device="cpu", progress=False)
+    audits = {a["label"]: a for a in results["privacy"]["audits"]}
+    assert set(audits) == {"dp-sgd-eps8", "dp-dm"}
+    for a in audits.values():
+        assert a["epsilon_theory"] is not None and a["epsilon_theory"] <= 8.0 + 1e-6
+        for kind in ("canary", "one_run"):
+            assert 0.0 <= a[kind]["epsilon_lb"] <= a["epsilon_theory"]
+    assert audits["dp-sgd-eps8"]["canary"]["trials"] == 8
+    text = (out / "report.md").read_text()
+    assert "Empirical DP audits" in text and "dp-dm" in text
+    # kill-and-resume inside an audit: the finished trials are units, only the lost one is recomputed
+    entries = {p: json.loads(p.read_text())["kind"] for p in out.glob("units/*.json")}
+    for path, kind in entries.items():
+        if kind == "audit":
+            path.unlink()
+    trials = sorted(p for p, kind in entries.items() if kind == "audit-trial")
+    assert len(trials) == 2 * (8 + 1)  # two targets x (8 canary trials + 1 one-run training)
+    trials[0].unlink()
+    again = run_suite("quickstart", overrides=overrides, run_dir=out, device="cpu", progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["units"]["computed"] == 2 + 1  # the two audit summaries and the one lost trial
+    assert [a["epsilon_theory"] for a in again["privacy"]["audits"]] == \
+        [a["epsilon_theory"] for a in results["privacy"]["audits"]]
