@@ -255,7 +255,8 @@ class ListCommand(Command):
             "datasets": [(n, DATASETS.help(n)) for n in DATASETS.names()],
             "evaluators": [("accuracy", "test accuracy of fresh networks trained on the set (mean ± std)"),
                            ("privacy", "membership inference on a model trained on the set; attacks: "
-                                       + ", ".join(ATTACKS.names())),
+                                       + ", ".join(ATTACKS.names()) + ", LiRA online/offline/fixed variance "
+                                       "(privacy.shadows > 0); DP-SGD baselines; DP audits (`ddeval audit`)"),
                            ("nas", "NNI architecture search on the proxy vs the full data; rank correlation")],
             "suites": [(n, "packaged suite") for n in PACKAGED_SUITES],
         }

@@ -110,7 +110,11 @@ def run_suite(source: str | Path | Mapping[str, Any] | None = None, *, overrides
     finally:
         bar.close()
     results["run"]["finished"] = now_iso()
-    results["run"]["total_seconds"] = round(time.perf_counter() - t0, 2)
+    results["run"]["total_seconds"] = round(time.perf_counter() - t0, 2)  # this invocation only
+    # Compute time of every unit the results rest on, including units finished by earlier (interrupted)
+    # invocations and reused here: the cost of the whole run, not just of its last resume.
+    results["run"]["unit_seconds"] = round(rd.unit_seconds, 2)
+    results["run"]["units"] = {"computed": rd.computed, "reused": rd.reused}
     rd.write_results(results)
     rd.write_manifest(seeds={"suite": suite.seed, "distill": distill_seeds, "eval": eval_seeds}, device=dev,
                       started=started)
@@ -218,6 +222,7 @@ def _distill_all(suite: Suite, methods: Mapping[str, dict[str, Any]], train: Lab
                     syn.save(folder)
                 else:
                     rd.reused += 1
+                rd.unit_seconds += float(syn.meta.get("distill_seconds") or 0.0)
                 sets[(name, ipc, seed)] = syn
                 bar.step()
     return sets

@@ -62,6 +62,7 @@ class RunDir:
         self.git = git_info()  # the code that runs is the code at the start, not at the end
         self.reused = 0
         self.computed = 0
+        self.unit_seconds = 0.0  # compute time of every unit this run used, including ones reused from the cache
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------ units
@@ -88,6 +89,8 @@ class RunDir:
             if stored.get("spec_key") != key:
                 return None
             result = stored["result"]
+            # units written before "seconds" was recorded: their own timing, where the result has one
+            seconds = float(stored.get("seconds") or result.get("seconds") or 0.0)
             if stored.get("arrays"):
                 arrays_path = path.with_suffix(".npz")
                 if _sha256(arrays_path) != stored["arrays"]["sha256"]:
@@ -97,6 +100,7 @@ class RunDir:
         except (OSError, ValueError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
             return None  # damaged cache entry: recompute it
         self.reused += 1
+        self.unit_seconds += seconds
         return result
 
     def store(self, kind: str, spec: Mapping[str, Any], result: dict[str, Any], *,
@@ -106,10 +110,11 @@ class RunDir:
         key = unit_key({"kind": kind, **spec})
         path = self.unit_path(kind, key)
         self.timings[kind] = self.timings.get(kind, 0.0) + seconds
+        self.unit_seconds += seconds
         arrays = result.get("arrays")
         payload = {k: v for k, v in result.items() if k != "arrays"}
         entry: dict[str, Any] = {"spec_key": key, "kind": kind, "spec": json.loads(json.dumps(spec, default=str)),
-                                 "result": payload}
+                                 "seconds": round(seconds, 3), "result": payload}
         if arrays:
             arrays_path = path.with_suffix(".npz")
 

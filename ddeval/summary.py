@@ -58,8 +58,16 @@ def summary_table(results: dict[str, Any]) -> str:
                      f"{_num(r.get('auc'), '.3f'):>8} {_pct(r.get('tpr_at_1pct_fpr')):>10} {'':>8}")
     if headline:
         lines.append(f"MIA columns: the {headline} attack.")
-    lines.append(f"Total time: {results['run'].get('total_seconds', 0):.0f} s on {results['run'].get('device')}")
+    lines.append(_time_line(results["run"]))
     return "\n".join(lines)
+
+
+def _time_line(run: dict[str, Any]) -> str:
+    text = f"Total time: {run.get('total_seconds', 0):.0f} s on {run.get('device')}"
+    reused = (run.get("units") or {}).get("reused")
+    if reused:
+        text += f" ({reused} units reused; compute time of all units {run.get('unit_seconds', 0):.0f} s)"
+    return text
 
 
 def privacy_table(results: dict[str, Any]) -> str:
@@ -81,5 +89,6 @@ def privacy_table(results: dict[str, Any]) -> str:
         lines.append(f"audit {a.get('label')}: accountant eps {_num(a.get('epsilon_theory'), '.2f')}, "
                      f"canary lower bound {_num(canary.get('epsilon_lb'), '.2f')}, "
                      f"one-run lower bound {_num(one_run.get('epsilon_lb'), '.2f')}")
-    lines.append(f"Total time: {results['run'].get('total_seconds', 0):.0f} s on {results['run'].get('device')}")
+    lines.append(_time_line(results["run"]))
     return "\n".join(lines)
+

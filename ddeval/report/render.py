@@ -234,8 +234,13 @@ def overview(results: Mapping[str, Any]) -> str:
                      f"{ds.get('num_test', '?')} test images, {ds.get('num_classes', '?')} classes, "
                      f"image shape {shape}.")
     if run:
-        parts.append(f"Run finished {run.get('finished') or '?'} on device {run.get('device') or '?'} "
-                     f"in {duration(run.get('total_seconds'))}.")
+        text = (f"Run finished {run.get('finished') or '?'} on device {run.get('device') or '?'} "
+                f"in {duration(run.get('total_seconds'))}")
+        units = run.get("units") or {}
+        if units.get("reused"):
+            text += (f" ({units['reused']} finished units reused from earlier invocations; compute time of all "
+                     f"units: {duration(run.get('unit_seconds'))})")
+        parts.append(text + ".")
     parts.append("Dataset distillation compresses a training set into a few synthetic images per class "
                  "(ipc); this report asks how useful, how private and how good a stand-in for architecture "
                  "search those images are.")
