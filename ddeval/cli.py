@@ -76,7 +76,7 @@ class AuditCommand(Command):
   ddeval audit                                  # packaged privacy suite on bundled digits
   ddeval audit --set privacy.shadows=32 --out runs/priv   # rerun the same line to resume
   ddeval audit quickstart --set privacy.audit.enabled=true
-  ddeval audit privacy --set dataset=npz:../shared/data/mnist-5k.npz --set privacy.workers=2"""
+  ddeval audit privacy-mnist --out reports/privacy-mnist/run    # MNIST (../shared/data), about 2 h"""
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("suite", nargs="?", default="privacy",

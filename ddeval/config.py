@@ -19,7 +19,7 @@ import yaml
 from distillers.config import build_config, check, config_dict
 from distillers.errors import DDError, did_you_mean
 
-PACKAGED_SUITES = ("quickstart", "mnist-benchmark", "privacy")
+PACKAGED_SUITES = ("quickstart", "mnist-benchmark", "privacy", "privacy-mnist")
 
 
 @dataclass(frozen=True)
