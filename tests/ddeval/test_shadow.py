@@ -150,3 +150,24 @@ def test_audits_sit_beside_the_accountant(tmp_path):
     assert manifest["units"]["computed"] == 2 + 1  # the two audit summaries and the one lost trial
     assert [a["epsilon_theory"] for a in again["privacy"]["audits"]] == \
         [a["epsilon_theory"] for a in results["privacy"]["audits"]]
+
+
+def test_audit_batch_size_keeps_the_sample_rate_fixed():
+    import math
+
+    from ddeval.privacy.evaluate import audit_batch_size
+
+    for n, canaries, batch in ((1347, 100, 256), (5000, 200, 256), (100, 10, 256), (1000, 1, 128)):
+        b = audit_batch_size(n, canaries, batch)
+        assert b >= batch and math.ceil((n - canaries) / b) == math.ceil(n / b)
+        assert b == batch or math.ceil((n - canaries) / (b - 1)) != math.ceil(n / (b - 1))  # the smallest such b
+
+
+def test_headline_attack_is_fixed_in_advance():
+    from ddeval.privacy.evaluate import headline_attack
+
+    lira = ("loss", "lira-online", "lira-offline", "lira-online-fixed", "lira-offline-fixed")
+    assert headline_attack(lira, shadows=16) == "lira-online-fixed"
+    assert headline_attack(lira, shadows=128) == "lira-online"
+    assert headline_attack(("confidence", "loss"), shadows=0) == "loss"
+    assert headline_attack(("entropy",), shadows=0) == "entropy"
