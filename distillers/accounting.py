@@ -9,10 +9,30 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 
+from distillers.config import check, is_number
+
 ACCOUNTANTS = ("prv", "rdp")
+
+
+def check_budget(cfg: Any, *, default_epsilon: float, prefix: str = "") -> None:
+    """Validate the privacy budget keys every DP config shares (``epsilon`` xor ``noise_multiplier``, and
+    ``accountant``), filling ``epsilon = default_epsilon`` on a frozen ``cfg`` when neither is given."""
+    check(cfg.epsilon is None or cfg.noise_multiplier is None,
+          f"Give either {prefix}epsilon or {prefix}noise_multiplier, not both; remove one of them.")
+    if cfg.epsilon is None and cfg.noise_multiplier is None:
+        object.__setattr__(cfg, "epsilon", default_epsilon)
+    if cfg.epsilon is not None:
+        check(is_number(cfg.epsilon) and cfg.epsilon > 0,
+              f"{prefix}epsilon must be a positive finite number, got {cfg.epsilon!r}.")
+    if cfg.noise_multiplier is not None:
+        check(is_number(cfg.noise_multiplier) and cfg.noise_multiplier >= 0,
+              f"{prefix}noise_multiplier must be a finite number >= 0, got {cfg.noise_multiplier!r}.")
+    check(cfg.accountant in ACCOUNTANTS,
+          f"{prefix}accountant must be one of {', '.join(ACCOUNTANTS)}, got {cfg.accountant!r}.")
 
 
 def accountant_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float,

@@ -8,6 +8,7 @@ simple types and naming the valid keys when a key is unknown, so that typos fail
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -135,6 +136,16 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return build_config(hint, value, what=where)
         raise DDError(f"{where} must be a mapping of {hint.__name__} keys, got {value!r}.")
     return value
+
+
+def is_int(value: object) -> bool:
+    """An int that is not a bool (``True`` is an int to Python, never a valid count here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float that is not a bool (for config checks: NaN and ±inf are never valid)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check(condition: bool, message: str) -> None:

@@ -19,20 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillers.augment import DSA
-from distillers.config import check
+from distillers.config import check, is_int, is_number
 from distillers.data import LabeledData
 from distillers.errors import DDError
 from distillers.fastpath import FastPath
 from distillers.networks import create
 from distillers.synthetic import SyntheticSet
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -55,17 +47,17 @@ class TrainConfig:
     fast: bool = True
 
     def __post_init__(self) -> None:
-        check(_is_int(self.epochs) and self.epochs >= 1,
+        check(is_int(self.epochs) and self.epochs >= 1,
               f"TrainConfig.epochs must be a positive integer, got {self.epochs!r}.")
-        check(_is_number(self.lr) and self.lr > 0,
+        check(is_number(self.lr) and self.lr > 0,
               f"TrainConfig.lr must be a positive number, got {self.lr!r}.")
-        check(_is_number(self.momentum) and 0 <= self.momentum < 1,
+        check(is_number(self.momentum) and 0 <= self.momentum < 1,
               f"TrainConfig.momentum must lie in [0, 1), got {self.momentum!r}.")
-        check(_is_number(self.weight_decay) and self.weight_decay >= 0,
+        check(is_number(self.weight_decay) and self.weight_decay >= 0,
               f"TrainConfig.weight_decay must be a number >= 0, got {self.weight_decay!r}.")
-        check(_is_int(self.batch_size) and self.batch_size >= 1,
+        check(is_int(self.batch_size) and self.batch_size >= 1,
               f"TrainConfig.batch_size must be a positive integer, got {self.batch_size!r}.")
-        check(_is_number(self.decay_at) and 0 < self.decay_at <= 1,
+        check(is_number(self.decay_at) and 0 < self.decay_at <= 1,
               f"TrainConfig.decay_at must lie in (0, 1] (1 = no decay), got {self.decay_at!r}.")
         check(isinstance(self.fast, bool), f"TrainConfig.fast must be true or false, got {self.fast!r}.")
         DSA(self.augment)  # raises DDError naming the valid augmentations
@@ -201,7 +193,7 @@ def predict_logits(net: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
     """
     if isinstance(x, LabeledData):
         x = x.x
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise DDError(f"batch_size must be a positive integer, got {batch_size!r}.")
     device = resolve_device(device)
     was_training = net.training
@@ -231,7 +223,7 @@ def train_and_evaluate(network: str, train: LabeledData | SyntheticSet, test: La
     Returns ``{"accuracy", "train_seconds", "eval_seconds", "seed", "network", "final_loss", "steps", "fast"}``
     (plus ``"model"`` when ``return_model``). The shuffling and augmentation draws also come from ``seed``.
     """
-    if not _is_int(seed):
+    if not is_int(seed):
         raise DDError(f"seed must be an integer, got {seed!r}.")
     x_train, _ = _as_tensors(train)
     if tuple(x_train.shape[1:]) != tuple(test.x.shape[1:]):

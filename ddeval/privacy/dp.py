@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillers.accounting import ACCOUNTANTS, accountant_epsilon, noise_for_epsilon
-from distillers.config import check
+from distillers.accounting import ACCOUNTANTS, accountant_epsilon, check_budget, noise_for_epsilon
+from distillers.config import check, is_int, is_number
 from distillers.data import LabeledData
 from distillers.errors import DDError
 from distillers.networks import create
@@ -34,14 +34,6 @@ from distillers.protocol import evaluate, resolve_device
 
 #: ε target used when neither ``epsilon`` nor ``noise_multiplier`` is given.
 DEFAULT_EPSILON = 8.0
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -66,30 +58,19 @@ class DPConfig:
     accountant: str = "prv"
 
     def __post_init__(self) -> None:
-        check(self.epsilon is None or self.noise_multiplier is None,
-              "DPConfig takes either epsilon or noise_multiplier, not both; remove one of them.")
-        if self.epsilon is None and self.noise_multiplier is None:
-            object.__setattr__(self, "epsilon", DEFAULT_EPSILON)
-        if self.epsilon is not None:
-            check(_is_number(self.epsilon) and self.epsilon > 0,
-                  f"DPConfig.epsilon must be a positive number, got {self.epsilon!r}.")
-        if self.noise_multiplier is not None:
-            check(_is_number(self.noise_multiplier) and self.noise_multiplier >= 0,
-                  f"DPConfig.noise_multiplier must be a number >= 0, got {self.noise_multiplier!r}.")
+        check_budget(self, default_epsilon=DEFAULT_EPSILON, prefix="DPConfig.")
         if self.delta is not None:
-            check(_is_number(self.delta) and 0 < self.delta < 1,
+            check(is_number(self.delta) and 0 < self.delta < 1,
                   f"DPConfig.delta must lie in (0, 1) (or be omitted for 1/(10 n)), got {self.delta!r}.")
-        check(_is_number(self.max_grad_norm) and self.max_grad_norm > 0,
+        check(is_number(self.max_grad_norm) and self.max_grad_norm > 0,
               f"DPConfig.max_grad_norm must be a positive number, got {self.max_grad_norm!r}.")
-        check(_is_int(self.epochs) and self.epochs >= 1,
+        check(is_int(self.epochs) and self.epochs >= 1,
               f"DPConfig.epochs must be a positive integer, got {self.epochs!r}.")
-        check(_is_int(self.batch_size) and self.batch_size >= 1,
+        check(is_int(self.batch_size) and self.batch_size >= 1,
               f"DPConfig.batch_size must be a positive integer, got {self.batch_size!r}.")
-        check(_is_number(self.lr) and self.lr > 0, f"DPConfig.lr must be a positive number, got {self.lr!r}.")
-        check(_is_number(self.momentum) and 0 <= self.momentum < 1,
+        check(is_number(self.lr) and self.lr > 0, f"DPConfig.lr must be a positive number, got {self.lr!r}.")
+        check(is_number(self.momentum) and 0 <= self.momentum < 1,
               f"DPConfig.momentum must lie in [0, 1), got {self.momentum!r}.")
-        check(self.accountant in ACCOUNTANTS,
-              f"DPConfig.accountant must be one of {', '.join(ACCOUNTANTS)}, got {self.accountant!r}.")
 
     def resolved_delta(self, n: int) -> float:
         """δ for a training set of ``n`` examples: the configured one, else 1/(10·n)."""
@@ -129,7 +110,7 @@ def train_dp(network: str, data: LabeledData, config: DPConfig, *, seed: int, de
     """
     if not isinstance(config, DPConfig):
         raise DDError(f"train_dp() needs a DPConfig, got {type(config).__name__}.")
-    if not _is_int(seed):
+    if not is_int(seed):
         raise DDError(f"seed must be an integer, got {seed!r}.")
     if not isinstance(data, LabeledData):
         raise DDError(f"train_dp() trains on LabeledData, got {type(data).__name__}.")

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillers.accounting import ACCOUNTANTS, accountant_epsilon, noise_for_epsilon
-from distillers.config import check
+from distillers.accounting import accountant_epsilon, check_budget, noise_for_epsilon
+from distillers.config import check, is_number
 from distillers.data import LabeledData
 from distillers.errors import DDError
 from distillers.fastpath import FastPath
@@ -46,6 +46,7 @@ from distillers.methods.base import Distiller
 from distillers.methods.common import (
     LossLog,
     build_network,
+    check_network,
     class_labels,
     draw_seed,
     initial_images,
@@ -64,27 +65,13 @@ NEIGHBOURING = "add/remove one real example (class sizes public)"
 
 def check_privacy(cfg: Any) -> None:
     """Validate the privacy keys shared by both methods; fill in the default ε when σ is not given."""
-    check(cfg.epsilon is None or cfg.noise_multiplier is None,
-          "Give either epsilon or noise_multiplier, not both; remove one of them.")
-    if cfg.epsilon is None and cfg.noise_multiplier is None:
-        object.__setattr__(cfg, "epsilon", DEFAULT_EPSILON)
-    if cfg.epsilon is not None:
-        check(_number(cfg.epsilon) and 0 < cfg.epsilon < math.inf,
-              f"epsilon must be a positive finite number, got {cfg.epsilon!r}.")
-    if cfg.noise_multiplier is not None:
-        check(_number(cfg.noise_multiplier) and 0 <= cfg.noise_multiplier < math.inf,
-              f"noise_multiplier must be a finite number >= 0, got {cfg.noise_multiplier!r}.")
-    check(_number(cfg.delta) and 0 < cfg.delta < 1, f"delta must lie in (0, 1), got {cfg.delta!r}.")
-    check(cfg.max_grad_norm is None or (_number(cfg.max_grad_norm) and 0 < cfg.max_grad_norm < math.inf),
+    check_budget(cfg, default_epsilon=DEFAULT_EPSILON)
+    check(is_number(cfg.delta) and 0 < cfg.delta < 1, f"delta must lie in (0, 1), got {cfg.delta!r}.")
+    check(cfg.max_grad_norm is None or (is_number(cfg.max_grad_norm) and cfg.max_grad_norm > 0),
           f"max_grad_norm must be a positive finite number, got {cfg.max_grad_norm!r}.")
-    check(cfg.accountant in ACCOUNTANTS, f'accountant must be "rdp" or "prv", got {cfg.accountant!r}.')
     check(cfg.init == "noise", f'init must be "noise" for a private method (init={cfg.init!r} would copy real '
                                'images into the synthetic set); pass init="noise" or drop the key.')
     check_per_example(cfg.network, cfg.network_args)
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def couples_examples(net: nn.Module) -> bool:
@@ -107,7 +94,7 @@ def check_per_example(name: str, network_args: dict[str, Any]) -> None:
     """Config-time check: the network exists and processes examples independently (a tiny build)."""
     from distillers import networks
 
-    check(isinstance(network_args, dict), f"network_args must be a mapping of keyword arguments, got {network_args!r}.")
+    check_network(name, network_args)
     try:
         net = networks.create(name, channels=1, num_classes=2, image_size=(8, 8), seed=0, **network_args)
     except DDError:
