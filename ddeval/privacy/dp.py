@@ -85,6 +85,17 @@ def _opacus() -> Any:
     return opacus
 
 
+def num_batches(n: int, batch_size: int) -> int:
+    """Batches per epoch for ``n`` images: Opacus' Poisson sample rate is 1 / this number."""
+    return math.ceil(n / min(batch_size, n))
+
+
+def schedule(n: int, config: DPConfig) -> tuple[float, int]:
+    """``(sample_rate, steps)`` of DP-SGD on ``n`` images: what Opacus' Poisson loader and accountant use."""
+    batches = num_batches(n, config.batch_size)
+    return 1.0 / batches, config.epochs * batches
+
+
 def calibrate_noise(config: DPConfig, *, sample_rate: float, steps: int, delta: float) -> float:
     """σ such that the accountant's ε after ``steps`` steps at ``sample_rate`` is ≤ ``config.epsilon``."""
     if config.noise_multiplier is not None:
@@ -132,9 +143,7 @@ def train_dp(network: str, data: LabeledData, config: DPConfig, *, seed: int, de
     net.train()
 
     delta = config.resolved_delta(n)
-    batches = math.ceil(n / min(config.batch_size, n))
-    sample_rate = 1.0 / batches  # what Opacus' Poisson loader and accountant use
-    steps = config.epochs * batches
+    sample_rate, steps = schedule(n, config)
     sigma = calibrate_noise(config, sample_rate=sample_rate, steps=steps, delta=delta)
 
     dataset = torch.utils.data.TensorDataset(data.x, data.y)

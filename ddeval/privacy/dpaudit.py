@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ddeval.privacy.audit import epsilon_lower_bound, gdp_estimate, one_run_audit
-from ddeval.privacy.dp import DPConfig, accountant_epsilon, calibrate_noise, train_dp
+from ddeval.privacy.dp import DPConfig, accountant_epsilon, calibrate_noise, num_batches, schedule, train_dp
 from ddeval.privacy.lira import lira_statistic
 from distillers.config import build_config, config_dict
 from distillers.data import LabeledData
@@ -130,6 +130,20 @@ class CanaryMechanism:
         return self.epsilon_spent
 
 
+def canary_batch_size(num_train: int, canaries: int, batch_size: int) -> int:
+    """The smallest batch size >= ``batch_size`` whose batch count is the same with 0 and with all canaries IN.
+
+    A canary audit holds ``canaries`` images out of ``num_train`` and adds back the IN ones; Opacus' sample
+    rate is 1 / the number of batches, which must not depend on how many canaries are IN (otherwise the
+    audited runs would not be one mechanism).
+    """
+    low = max(num_train - canaries, 1)
+    b = max(batch_size, 1)
+    while num_batches(low, b) != num_batches(num_train, b):
+        b += 1
+    return b
+
+
 def dpsgd_mechanism(data: LabeledData, config: DPConfig, *, network: str = "mlp",
                     network_args: dict[str, Any] | None = None, canary: str = "mislabel", canaries: int = 1,
                     seed: int = 0, device: str | torch.device = "cpu") -> CanaryMechanism:
@@ -144,14 +158,13 @@ def dpsgd_mechanism(data: LabeledData, config: DPConfig, *, network: str = "mlp"
         raise DDError(f"dpsgd_mechanism() needs a DPConfig, got {type(config).__name__}.")
     base, cx, cy = make_canaries(data, canaries, canary, seed=seed)
     n0 = len(base)
-    batches = {math.ceil(n / min(config.batch_size, n)) for n in (n0, n0 + canaries)}
-    if len(batches) != 1:
+    if num_batches(n0, config.batch_size) != num_batches(n0 + canaries, config.batch_size):
+        fixed_size = canary_batch_size(n0 + canaries, canaries, config.batch_size)
         raise DDError(f"With batch_size={config.batch_size} the number of batches (and so the sample rate) "
                       f"changes between {n0} and {n0 + canaries} training images; pick a batch size for which "
-                      f"ceil(n / batch_size) is the same, e.g. batch_size >= {n0 + canaries}.")
+                      f"ceil(n / batch_size) is the same, e.g. batch_size={fixed_size}.")
     delta = config.resolved_delta(n0)
-    sample_rate = 1.0 / batches.pop()
-    steps = config.epochs * round(1.0 / sample_rate)
+    sample_rate, steps = schedule(n0, config)
     sigma = calibrate_noise(config, sample_rate=sample_rate, steps=steps, delta=delta)
     fixed = dataclasses.replace(config, epsilon=None, noise_multiplier=sigma, delta=delta)
     theory = accountant_epsilon(sigma, sample_rate, steps, delta, config.accountant)

@@ -17,7 +17,6 @@ Two modes (``privacy.shadows``):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -254,7 +253,7 @@ def _audits(suite: Suite, methods: Mapping[str, Mapping[str, Any]], targets: lis
     """Empirical ε lower bounds of each DP target next to its accountant's ε (one cached unit per target)."""
     import dataclasses
 
-    from ddeval.privacy.dpaudit import AuditSetup, audit_dp
+    from ddeval.privacy.dpaudit import AuditSetup, audit_dp, canary_batch_size
 
     acfg = suite.privacy.audit
     wanted = set(acfg.targets)
@@ -264,8 +263,9 @@ def _audits(suite: Suite, methods: Mapping[str, Mapping[str, Any]], targets: lis
         if t["target"]["kind"] == "dp-sgd" and (not wanted or "dp-sgd" in wanted):
             dp_cfg = {**t["target"]["dp"], **acfg.config.get("dp-sgd", {})}
             if "batch_size" not in acfg.config.get("dp-sgd", {}):
-                dp_cfg["batch_size"] = audit_batch_size(len(train), max(acfg.canaries, 1),
-                                                        int(dp_cfg.get("batch_size") or _dp_default("batch_size")))
+                # the audited DP-SGD may use a slightly larger batch than the baseline; the audit records it
+                dp_cfg["batch_size"] = canary_batch_size(len(train), max(acfg.canaries, 1),
+                                                         int(dp_cfg.get("batch_size") or _dp_default("batch_size")))
             jobs.append((t["label"], "dp-sgd", dp_cfg))
     for name, method_cfg in methods.items():
         if is_dp_method(name) and (not wanted or name in wanted):
@@ -297,21 +297,6 @@ def _dp_default(key: str) -> Any:
     from ddeval.privacy.dp import DPConfig
 
     return {f.name: f.default for f in dataclasses.fields(DPConfig)}[key]
-
-
-def audit_batch_size(num_train: int, canaries: int, batch_size: int) -> int:
-    """The smallest batch size >= ``batch_size`` whose batch count is the same with 0 and with all canaries IN.
-
-    The canary audit holds ``canaries`` images out of the data and adds back the IN ones; Opacus' sample
-    rate is 1 / the number of batches, which must not depend on how many canaries are IN (otherwise the
-    audited runs would not be one mechanism). The audited DP-SGD therefore may use a slightly larger batch
-    than the baseline; the audit records the value it used.
-    """
-    low = max(num_train - canaries, 1)
-    b = max(batch_size, 1)
-    while math.ceil(low / b) != math.ceil(num_train / b):
-        b += 1
-    return b
 
 
 def is_dp_method(name: str) -> bool:

@@ -155,7 +155,7 @@ def test_audits_sit_beside_the_accountant(tmp_path):
 def test_audit_batch_size_keeps_the_sample_rate_fixed():
     import math
 
-    from ddeval.privacy.evaluate import audit_batch_size
+    from ddeval.privacy.dpaudit import canary_batch_size as audit_batch_size
 
     for n, canaries, batch in ((1347, 100, 256), (5000, 200, 256), (100, 10, 256), (1000, 1, 128)):
         b = audit_batch_size(n, canaries, batch)
