@@ -31,7 +31,6 @@ from distillers.data import LabeledData
 from distillers.synthetic import SyntheticSet
 
 ROC_POINTS = 200
-DP_KEYS = ("epsilon", "delta", "noise_multiplier", "max_grad_norm", "sample_rate", "steps", "accountant")
 
 
 FIXED_VARIANCE_BELOW = 64  # shadows; with fewer, per-example variances are too noisy (Carlini et al. 2022)
@@ -49,10 +48,10 @@ def headline_attack(attacks: tuple[str, ...], shadows: int = 0) -> str:
     return attacks[0]
 
 
-def _targets(suite: Suite, methods: Mapping[str, Mapping[str, Any]], dataset_name: str) -> list[dict[str, Any]]:
-    """Every privacy target: (label, ipc, how its model is made, which recipe trains it)."""
+def _targets(suite: Suite, methods: Mapping[str, Mapping[str, Any]], strategy: str) -> list[dict[str, Any]]:
+    """Every privacy target: label (and title for progress lines), ipc, how its model is made, which recipe
+    trains it (``strategy``: the data set's DSA strategy, used when the accuracy recipe augments)."""
     pcfg, acc = suite.privacy, suite.accuracy
-    strategy = default_strategy(dataset_name)
     train_recipe = recipe(acc, epochs=pcfg.epochs or acc.epochs, augment=strategy, fast=suite.fast)
     full_recipe = recipe(acc, epochs=pcfg.full_data_epochs or acc.full_data_epochs, augment=strategy,
                          fast=suite.fast)
@@ -60,14 +59,14 @@ def _targets(suite: Suite, methods: Mapping[str, Mapping[str, Any]], dataset_nam
     out = []
     for ipc in pcfg.ipc or suite.ipc:
         for name in attacked:
-            out.append({"label": name, "ipc": ipc, "recipe": train_recipe.__dict__,
+            out.append({"label": name, "title": f"{name} ipc={ipc}", "ipc": ipc, "recipe": train_recipe.__dict__,
                         "target": {"kind": "method", "name": name, "config": _method_config(name, methods[name]),
                                    "ipc": ipc}})
     if pcfg.full_data:
-        out.append({"label": "full-data", "ipc": None, "recipe": full_recipe.__dict__,
+        out.append({"label": "full-data", "title": "full-data", "ipc": None, "recipe": full_recipe.__dict__,
                     "target": {"kind": "full-data"}})
     for eps in pcfg.dp_epsilons:
-        out.append({"label": f"dp-sgd-eps{eps:g}", "ipc": None, "recipe": {},
+        out.append({"label": f"dp-sgd-eps{eps:g}", "title": f"dp-sgd-eps{eps:g}", "ipc": None, "recipe": {},
                     "target": {"kind": "dp-sgd", "dp": {**pcfg.dp_sgd, "epsilon": float(eps)}}})
     return out
 
@@ -88,8 +87,9 @@ def evaluate_privacy(suite: Suite, methods: Mapping[str, Mapping[str, Any]],
     attacks = pcfg.attack_names()
     network = suite.accuracy.networks[0]
     net_args = suite.accuracy.args_for(network)
-    targets = _targets(suite, methods, train.name or suite.dataset)
-    flip = "flip" in default_strategy(train.name or suite.dataset)
+    strategy = default_strategy(train.name or suite.dataset)
+    targets = _targets(suite, methods, strategy)
+    flip = "flip" in strategy
 
     def on_done(unit: Unit, reused: bool) -> None:
         stage(unit.label + (" (cached)" if reused else ""))
@@ -120,21 +120,20 @@ def _single_mode(suite: Suite, targets: list[dict[str, Any]], attacks: tuple[str
                  executor: LocalExecutor, common: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     units = []
     for t in targets:
-        trained_on: LabeledData | SyntheticSet = train
+        synthetic = None
         data_key = "full:" + train.fingerprint()
         if t["target"]["kind"] == "method":
             seeds = sorted(s for (m, k, s) in sets if m == t["label"] and k == t["ipc"])
-            trained_on = sets[(t["label"], t["ipc"], seeds[0])]
-            data_key = str(trained_on.meta.get("unit_key"))
+            synthetic = sets[(t["label"], t["ipc"], seeds[0])]
+            data_key = str(synthetic.meta.get("unit_key"))
         spec = {"target": t["target"], "data": data_key, "members": train.fingerprint(),
                 "nonmembers": test.fingerprint(), "recipe": t["recipe"], "seed": suite.seed,
-                "attacks": list(attacks), **{k: v for k, v in common.items() if k != "device"}}
-        label = t["label"] + (f" ipc={t['ipc']}" if t["ipc"] else "")
-        units.append(Unit("privacy", spec, attack_single_target,
-                          (t["target"], trained_on, train, test),
+                "attacks": list(attacks), "bootstrap": suite.privacy.bootstrap,
+                **{k: v for k, v in common.items() if k != "device"}}
+        units.append(Unit("privacy", spec, attack_single_target, (t["target"], synthetic, train, test),
                           {"attacks": attacks, "recipe": t["recipe"], "seed": 1000 + suite.seed,
                            "bootstrap": suite.privacy.bootstrap, **common},
-                          label=f"privacy: attack {label}"))
+                          label=f"privacy: attack {t['title']}"))
     results = executor.map(units)
     rows = []
     for t, res in zip(targets, results, strict=True):
@@ -144,30 +143,19 @@ def _single_mode(suite: Suite, targets: list[dict[str, Any]], attacks: tuple[str
     return rows, {"members": "real training images given to the distiller", "nonmembers": "real test images"}
 
 
-def attack_single_target(target: Mapping[str, Any], trained_on: LabeledData | SyntheticSet, members: LabeledData,
+def attack_single_target(target: Mapping[str, Any], synthetic: SyntheticSet | None, members: LabeledData,
                          nonmembers: LabeledData, *, attacks: tuple[str, ...], recipe: Mapping[str, Any], seed: int,
                          bootstrap: int, network: str, network_args: Mapping[str, Any], flip: bool,
                          device: str) -> dict[str, Any]:
-    """Train one model on ``trained_on`` (or DP-SGD on ``members``), score members vs non-members."""
+    """Train the target's model (on ``synthetic`` for a method, else on ``members``), score members vs
+    non-members with every threshold attack."""
     from ddeval.privacy.attacks import threshold_scores
     from ddeval.privacy.lira import query_logits
     from ddeval.privacy.metrics import roc_metrics
-    from distillers.protocol import TrainConfig, train_and_evaluate
+    from ddeval.privacy.shadow import train_target
 
-    dp = None
-    if target["kind"] == "dp-sgd":
-        from ddeval.privacy.dp import DPConfig, train_and_evaluate_dp
-        from distillers.config import build_config
-
-        trained = train_and_evaluate_dp(network, members, nonmembers,
-                                        build_config(DPConfig, dict(target["dp"]), what="privacy.dp_sgd"),
-                                        seed=seed, device=device, network_args=dict(network_args))
-        dp = {k: trained[k] for k in DP_KEYS if k in trained}
-    else:
-        trained = train_and_evaluate(network, trained_on, nonmembers, TrainConfig(**recipe), seed=seed,
-                                     device=device, network_args=dict(network_args), return_model=True)
-        if isinstance(trained_on, SyntheticSet) and trained_on.meta.get("dp"):
-            dp = dict(trained_on.meta["dp"])
+    trained = train_target(target, members, nonmembers, seed=seed, network=network, network_args=network_args,
+                           recipe=recipe, device=device, synthetic=synthetic)
     model = trained["model"]
     logits_in = query_logits(model, members, flip=False, device=device)[:, 0]
     logits_out = query_logits(model, nonmembers, flip=False, device=device)[:, 0]
@@ -176,7 +164,7 @@ def attack_single_target(target: Mapping[str, Any], trained_on: LabeledData | Sy
         out[attack] = roc_metrics(threshold_scores(attack, logits_in, members.y.numpy()),
                                   threshold_scores(attack, logits_out, nonmembers.y.numpy()),
                                   max_points=ROC_POINTS, bootstrap=bootstrap, seed=seed + i)
-    return {"accuracy": float(trained["accuracy"]), "attacks": out, "dp": dp}
+    return {"accuracy": float(trained["accuracy"]), "attacks": out, "dp": trained["dp"]}
 
 
 # ------------------------------------------------------------------------------------ shadow mode
@@ -194,10 +182,9 @@ def _shadow_mode(suite: Suite, targets: list[dict[str, Any]], attacks: tuple[str
     units: list[Unit] = []
     spans: list[tuple[int, int]] = []
     for t in targets:
-        label = t["label"] + (f" ipc={t['ipc']}" if t["ipc"] else "")
         if t["ipc"]:
-            shadow.check_halves(population.y, masks, population.num_classes, t["ipc"], label)
-        part = shadow.pipeline_units(t["target"], f"privacy: {label}", population, masks, test,
+            shadow.check_halves(population.y, masks, population.num_classes, t["ipc"], t["title"])
+        part = shadow.pipeline_units(t["target"], f"privacy: {t['title']}", population, masks, test,
                                      seed=10_000 + suite.seed, recipe=t["recipe"], data_key=data_key, **common)
         spans.append((len(units), len(units) + len(part)))
         units += part
@@ -222,7 +209,7 @@ def analyse_pipelines(target: Mapping[str, Any], results: list[dict[str, Any]], 
     from ddeval.privacy.shadow import stack_logits
 
     logits = stack_logits(results)  # [M, n, Q, K]
-    stats = lira_statistic(logits.transpose(0, 2, 1, 3), labels).transpose(0, 2, 1)  # [M, n, Q]
+    stats = lira_statistic(logits, labels[:, None])  # [M, n, Q]: labels broadcast over the queries
     accs = [float(r["accuracy"]) for r in results]
     acc_mean, acc_std = mean_std(accs)
     dp = results[0].get("dp")
@@ -247,13 +234,12 @@ def _mean_of(results: list[dict[str, Any]], key: str) -> float | None:
 
 
 # ------------------------------------------------------------------------------------ audits
-def _audits(suite: Suite, methods: Mapping[str, Mapping[str, Any]], targets: list[dict[str, Any]],
-            train: LabeledData, rd: RunDir, device: str, stage: Callable[[str], None],
-            step: Callable[[], None]) -> list[dict[str, Any]]:
-    """Empirical ε lower bounds of each DP target next to its accountant's ε (one cached unit per target)."""
+def _audit_jobs(suite: Suite, methods: Mapping[str, Mapping[str, Any]], targets: list[dict[str, Any]]
+                ) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, audited target, its configuration) of every DP target the suite audits."""
     import dataclasses
 
-    from ddeval.privacy.dpaudit import AuditSetup, audit_dp, canary_batch_size
+    from ddeval.privacy.dpaudit import AuditSetup
 
     acfg = suite.privacy.audit
     wanted = set(acfg.targets)
@@ -261,19 +247,31 @@ def _audits(suite: Suite, methods: Mapping[str, Mapping[str, Any]], targets: lis
     jobs: list[tuple[str, str, dict[str, Any]]] = []
     for t in targets:
         if t["target"]["kind"] == "dp-sgd" and (not wanted or "dp-sgd" in wanted):
-            dp_cfg = {**t["target"]["dp"], **acfg.config.get("dp-sgd", {})}
-            if "batch_size" not in acfg.config.get("dp-sgd", {}):
-                # the audited DP-SGD may use a slightly larger batch than the baseline; the audit records it
-                dp_cfg["batch_size"] = canary_batch_size(len(train), max(acfg.canaries, 1),
-                                                         int(dp_cfg.get("batch_size") or _dp_default("batch_size")))
-            jobs.append((t["label"], "dp-sgd", dp_cfg))
+            jobs.append((t["label"], "dp-sgd", {**t["target"]["dp"], **acfg.config.get("dp-sgd", {})}))
     for name, method_cfg in methods.items():
         if is_dp_method(name) and (not wanted or name in wanted):
             own = {k: v for k, v in method_cfg.items() if k not in setup_keys}
             own["ipc"] = max(suite.privacy.ipc or suite.ipc)  # audit the set size that is attacked
             jobs.append((name, name, {**own, **acfg.config.get(name, {})}))
+    return jobs
+
+
+def _audits(suite: Suite, methods: Mapping[str, Mapping[str, Any]], targets: list[dict[str, Any]],
+            train: LabeledData, rd: RunDir, device: str, stage: Callable[[str], None],
+            step: Callable[[], None]) -> list[dict[str, Any]]:
+    """Empirical ε lower bounds of each DP target next to its accountant's ε (one cached unit per target,
+    one per trial inside it)."""
+    from ddeval.privacy.dp import DPConfig
+    from ddeval.privacy.dpaudit import audit_dp, canary_batch_size
+    from distillers.config import build_config
+
+    acfg = suite.privacy.audit
     out = []
-    for label, kind, cfg in jobs:
+    for label, kind, cfg in _audit_jobs(suite, methods, targets):
+        if kind == "dp-sgd" and "batch_size" not in acfg.config.get("dp-sgd", {}):
+            # the audited DP-SGD may use a slightly larger batch than the baseline; the audit records it
+            batch = build_config(DPConfig, cfg, what="privacy.dp_sgd").batch_size
+            cfg = {**cfg, "batch_size": canary_batch_size(len(train), max(acfg.canaries, 1), batch)}
         spec = {"target": kind, "config": cfg, "data": train.fingerprint(), "trials": acfg.trials,
                 "canaries": acfg.canaries, "beta": acfg.beta, "seed": suite.seed}
         stage(f"privacy: DP audit of {label}")
@@ -291,14 +289,6 @@ def _audits(suite: Suite, methods: Mapping[str, Mapping[str, Any]], targets: lis
     return out
 
 
-def _dp_default(key: str) -> Any:
-    import dataclasses
-
-    from ddeval.privacy.dp import DPConfig
-
-    return {f.name: f.default for f in dataclasses.fields(DPConfig)}[key]
-
-
 def is_dp_method(name: str) -> bool:
     """A registered method that is differentially private w.r.t. the real images (its config has ``epsilon``)."""
     from distillers.methods import config_keys
@@ -307,13 +297,10 @@ def is_dp_method(name: str) -> bool:
 
 
 def count_units(suite: Suite, methods: Mapping[str, Any]) -> int:
-    """Units the progress bar counts for the privacy evaluator."""
+    """Units the progress bar counts for the privacy evaluator: every target's models, then the audits."""
     pcfg = suite.privacy
-    attacked = list(pcfg.methods) or [m for m in methods if m != "noise"]
-    n_targets = len(pcfg.ipc or suite.ipc) * len(attacked) + int(pcfg.full_data) + len(pcfg.dp_epsilons)
-    total = n_targets * (pcfg.shadows + 1 if pcfg.shadows else 1)
+    targets = _targets(suite, methods, "")
+    total = len(targets) * (pcfg.shadows + 1 if pcfg.shadows else 1)
     if pcfg.audit.enabled:
-        wanted = set(pcfg.audit.targets)
-        total += len(pcfg.dp_epsilons) * (not wanted or "dp-sgd" in wanted)
-        total += sum(is_dp_method(m) and (not wanted or m in wanted) for m in methods)
+        total += len(_audit_jobs(suite, methods, targets))
     return total

@@ -24,6 +24,7 @@ import torch
 from ddeval.executor import Unit
 from distillers.data import LabeledData
 from distillers.errors import DDError
+from distillers.synthetic import SyntheticSet
 
 KIND = "shadow"
 
@@ -95,36 +96,12 @@ def run_pipeline(target: Mapping[str, Any], population: LabeledData, members: np
     Returns test accuracy, timings, the DP guarantee where there is one, and ``arrays.logits`` ``[n, Q, K]``.
     """
     from ddeval.privacy.lira import query_logits
-    from distillers.protocol import TrainConfig, train_and_evaluate
 
     start = time.perf_counter()
     data = population.subset(torch.as_tensor(members, dtype=torch.long))
-    kind = target["kind"]
-    out: dict[str, Any] = {}
-    if kind == "method":
-        import distillers
-
-        method = distillers.create(target["name"], **dict(target.get("config") or {}))
-        syn = method.distill(data, int(target["ipc"]), seed=seed, device=device, progress=False)
-        out["distill_seconds"] = syn.meta.get("distill_seconds")
-        if syn.meta.get("dp"):
-            out["dp"] = dict(syn.meta["dp"])
-        trained = train_and_evaluate(network, syn, test, TrainConfig(**recipe), seed=seed + 1, device=device,
-                                     network_args=dict(network_args), return_model=True)
-    elif kind == "full-data":
-        trained = train_and_evaluate(network, data, test, TrainConfig(**recipe), seed=seed + 1, device=device,
-                                     network_args=dict(network_args), return_model=True)
-    elif kind == "dp-sgd":
-        from ddeval.privacy.dp import DPConfig, train_and_evaluate_dp
-        from distillers.config import build_config
-
-        dp_cfg = build_config(DPConfig, dict(target["dp"]), what="privacy.dp_sgd")
-        trained = train_and_evaluate_dp(network, data, test, dp_cfg, seed=seed + 1, device=device,
-                                        network_args=dict(network_args))
-        out["dp"] = {k: trained[k] for k in ("epsilon", "delta", "noise_multiplier", "max_grad_norm",
-                                             "sample_rate", "steps", "accountant") if k in trained}
-    else:
-        raise DDError(f"Unknown privacy target kind {kind!r}; use method, full-data or dp-sgd.")
+    trained = train_target(target, data, test, seed=seed + 1, distill_seed=seed, network=network,
+                           network_args=network_args, recipe=recipe, device=device)
+    out = {k: trained[k] for k in ("distill_seconds", "dp") if trained.get(k) is not None}
     logits = query_logits(trained["model"], population, flip=flip, device=device)
     return {
         **out,
@@ -134,6 +111,50 @@ def run_pipeline(target: Mapping[str, Any], population: LabeledData, members: np
         "num_members": int(len(members)),
         "arrays": {"logits": np.asarray(logits, dtype=np.float32)},
     }
+
+
+DP_KEYS = ("epsilon", "delta", "noise_multiplier", "max_grad_norm", "sample_rate", "steps", "accountant")
+
+
+def train_target(target: Mapping[str, Any], data: LabeledData, test: LabeledData, *, seed: int,
+                 network: str, network_args: Mapping[str, Any], recipe: Mapping[str, Any], device: str,
+                 synthetic: SyntheticSet | None = None, distill_seed: int | None = None) -> dict[str, Any]:
+    """The model a privacy target describes, trained (seed ``seed``) and tested on ``test``.
+
+    ``"method"``: train on ``synthetic``, or on the set the method distils from ``data`` (seed
+    ``distill_seed``); ``"full-data"``: train on ``data``; ``"dp-sgd"``: DP-SGD on ``data``. Returns
+    train_and_evaluate's dict (model, accuracy, train_seconds, ...) plus ``"dp"`` (the DP guarantee or None)
+    and ``"distill_seconds"`` when this call distilled.
+    """
+    from distillers.protocol import TrainConfig, train_and_evaluate
+
+    kind = target["kind"]
+    extra: dict[str, Any] = {"dp": None}
+    if kind == "dp-sgd":
+        from ddeval.privacy.dp import DPConfig, train_and_evaluate_dp
+        from distillers.config import build_config
+
+        dp_cfg = build_config(DPConfig, dict(target["dp"]), what="privacy.dp_sgd")
+        trained = train_and_evaluate_dp(network, data, test, dp_cfg, seed=seed, device=device,
+                                        network_args=dict(network_args))
+        return {**trained, "dp": {k: trained[k] for k in DP_KEYS if k in trained}}
+    if kind == "method":
+        if synthetic is None:
+            import distillers
+
+            method = distillers.create(target["name"], **dict(target.get("config") or {}))
+            synthetic = method.distill(data, int(target["ipc"]), seed=seed if distill_seed is None else distill_seed,
+                                       device=device, progress=False)
+            extra["distill_seconds"] = synthetic.meta.get("distill_seconds")
+        extra["dp"] = dict(synthetic.meta["dp"]) if synthetic.meta.get("dp") else None
+        train_on: LabeledData | SyntheticSet = synthetic
+    elif kind == "full-data":
+        train_on = data
+    else:
+        raise DDError(f"Unknown privacy target kind {kind!r}; use method, full-data or dp-sgd.")
+    trained = train_and_evaluate(network, train_on, test, TrainConfig(**recipe), seed=seed, device=device,
+                                 network_args=dict(network_args), return_model=True)
+    return {**trained, **extra}
 
 
 def pipeline_units(target: Mapping[str, Any], label: str, population: LabeledData, masks: np.ndarray,

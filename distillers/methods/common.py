@@ -136,3 +136,14 @@ class LossLog:
 
     def meta(self) -> dict[str, Any]:
         return {"loss_history": list(self.values), "loss_every": self.every}
+
+
+def step_images(optimizer: torch.optim.Optimizer, loss: torch.Tensor, log: LossLog, bar: Any) -> None:
+    """One update of the synthetic images from ``loss``, logged (divergence check) and shown on ``bar``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    window = log.add(loss)
+    if window is not None:
+        bar.set_postfix(loss=f"{window:.4g}", refresh=False)
+    bar.update(1)

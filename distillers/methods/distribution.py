@@ -26,6 +26,7 @@ from distillers.methods.common import (
     draw_seed,
     initial_images,
     make_augment,
+    step_images,
 )
 from distillers.synthetic import SyntheticSet
 
@@ -98,13 +99,7 @@ class DM(Distiller):
                 loss = torch.zeros((), device=device)
                 for fr, fs in zip(f_real.split([len(r) for r in reals]), f_syn.split(ipc), strict=True):
                     loss = loss + ((fr.mean(0) - fs.mean(0)) ** 2).sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                window = log.add(loss)
-                if window is not None:
-                    bar.set_postfix(loss=f"{window:.4g}", refresh=False)
-                bar.update(1)
+                step_images(optimizer, loss, log, bar)
         log.flush()
         seconds = time.perf_counter() - start
         return self.make_set(syn.detach(), class_labels(k, ipc), real, fast=fast.label,

@@ -51,6 +51,7 @@ from distillers.methods.common import (
     draw_seed,
     initial_images,
     make_augment,
+    step_images,
 )
 from distillers.methods.distribution import DM
 from distillers.methods.gradient import DC
@@ -301,13 +302,7 @@ class DPDM(Distiller):
                     target = private_mean_embedding(fr, max_norm=clip, noise_multiplier=sigma,
                                                     expected_size=sampler.expected[c], generator=generator)
                     loss = loss + ((target - clip_rows(fs, clip).mean(0)) ** 2).sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                window = log.add(loss)
-                if window is not None:
-                    bar.set_postfix(loss=f"{window:.4g}", refresh=False)
-                bar.update(1)
+                step_images(optimizer, loss, log, bar)
         log.flush()
         seconds = time.perf_counter() - start
         assert clip is not None
