@@ -1,6 +1,7 @@
 """MNIST benchmark: every method at ipc 1 and 10 beside the published numbers (REFERENCE §4).
 
-Runs the packaged ``mnist-benchmark`` suite into ``reports/mnist/run`` (resumable: rerun the same command
+Runs the packaged ``mnist-benchmark`` suite (or ``--suite NAME``, e.g. ``mnist-benchmark-2`` for the
+meta-model, kernel and trajectory methods) into ``reports/mnist/run`` (resumable: rerun the same command
 after an interruption) and writes ``reports/mnist/README.md``: our accuracy (mean ± std over evaluation
 seeds), the random-subset baseline, the published number, distillation time and the iteration budget used.
 
@@ -25,9 +26,13 @@ OUT = ROOT / "reports" / "mnist"
 
 def budget(row: dict) -> str:
     cfg = row.get("method_config") or {}
-    parts = [f"{k}={cfg[k]}" for k in ("iterations", "batch_real", "outer_loop", "inner_loop", "embed_epochs")
+    parts = [f"{k}={cfg[k]}" for k in ("iterations", "batch_real", "outer_loop", "inner_loop", "embed_epochs",
+                                        "syn_steps", "lr_img", "init_mode", "kernel", "pool_size")
              if cfg.get(k) is not None]
     return ", ".join(parts) or "-"
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 def table(results: dict, command: str) -> str:
     acc = results["accuracy"]
@@ -48,10 +53,13 @@ def table(results: dict, command: str) -> str:
         "",
         "Published numbers (REFERENCE §4) train on all 60,000 MNIST images with the papers' full budgets; ours "
         "train from 5,000 images with the reduced budgets listed. Compare trends and the gap to the random "
-        "subset, not decimals. Rows marked * are unverified secondary-table numbers.",
+        "subset, not decimals. Rows marked * are unverified secondary-table numbers. s / iteration is the time of "
+        "one outer iteration of an iterative method; peak memory is what the distillation added to the process's "
+        "resident memory (CPU) or to the CUDA allocator, '-' where the set predates that measurement.",
         "",
-        "| ipc | method | ours: accuracy % | vs random subset | published % | distillation s | budget |",
-        "|---|---|---|---|---|---|---|",
+        "| ipc | method | ours: accuracy % | vs random subset | published % | distillation s | s / iteration | "
+        "peak memory MB | budget |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["ipc"], r["method"] != "random", r["method"])):
         pub = published("mnist", r["method"], r["ipc"])
@@ -60,11 +68,12 @@ def table(results: dict, command: str) -> str:
         gain = "" if r["method"] == "random" else f"{100 * (r['accuracy_mean'] - random_acc[r['ipc']]):+.1f}"
         lines.append(
             f"| {r['ipc']} | {r['method']} | {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} | "
-            f"{gain} | {'-' if pub is None else f'{pub}{mark}'} | {r['distill_seconds']:.0f} | {budget(r)} |")
+            f"{gain} | {'-' if pub is None else f'{pub}{mark}'} | {r['distill_seconds']:.0f} | "
+            f"{_num(r.get('seconds_per_iteration'), '.3g')} | {_num(r.get('peak_memory_mb'), '.0f')} | {budget(r)} |")
     full = acc.get("full_data")
     if full:
         lines.append(f"| all | full data ({full['epochs']} epochs) | {100 * full['accuracy_mean']:.1f} ± "
-                     f"{100 * full['accuracy_std']:.1f} | | {published('mnist', 'full-data')}* | | |")
+                     f"{100 * full['accuracy_std']:.1f} | | {published('mnist', 'full-data')}* | | | | |")
     lines += [
         "",
         f"Wall time of the whole run: {results['run']['total_seconds'] / 60:.1f} min on "
@@ -79,6 +88,7 @@ def table(results: dict, command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default="mnist-benchmark", help="packaged suite (default: mnist-benchmark)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(OUT))
@@ -86,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="rewrite README.md from the existing run's results.json without running anything")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    command = "python benchmarks/mnist_table.py" + "".join(f" --set {o}" for o in args.overrides)
+    command = "python benchmarks/mnist_table.py"
+    if args.suite != "mnist-benchmark":
+        command += f" --suite {args.suite}"
+    command += "".join(f" --set {o}" for o in args.overrides)
     if out != OUT:
         command += f" --out {args.out}"
     os.environ.setdefault("DDEVAL_COMMAND", command)
@@ -98,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             results = json.loads(results_path.read_text())
             command = json.loads((out / "run" / "manifest.json").read_text()).get("command") or command
         else:
-            results = run_suite("mnist-benchmark", overrides=args.overrides, run_dir=out / "run",
+            results = run_suite(args.suite, overrides=args.overrides, run_dir=out / "run",
                                 device=args.device)
     except DDError as err:
         print(f"error: {err}", file=sys.stderr)

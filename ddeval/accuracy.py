@@ -6,6 +6,7 @@ network trained from scratch, then tested once, at the end, on the full test set
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +25,14 @@ def recipe(config: AccuracyConfig, *, epochs: int | None = None, augment: str | 
     the suite's fast-path switch)."""
     return TrainConfig(epochs=epochs or config.epochs, lr=config.lr, batch_size=config.batch_size,
                        augment=augment if config.augment else None, fast=fast)
+
+
+def set_recipe(config: TrainConfig, syn: LabeledData | SyntheticSet, learned_lr: bool) -> TrainConfig:
+    """``config``, with the set's own learned learning rate when ``learned_lr`` is on and the set has one
+    (MTT, TESLA and DD learn it, and their authors evaluate with it); otherwise ``config`` unchanged."""
+    if learned_lr and isinstance(syn, SyntheticSet) and syn.lr is not None:
+        return dataclasses.replace(config, lr=syn.lr)
+    return config
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -193,11 +193,14 @@ class EvaluateCommand(Command):
         parser.add_argument("--seeds", type=int, default=3, help="evaluation seeds (default: 3)")
         parser.add_argument("--epochs", type=int, default=300)
         parser.add_argument("--augment", action="store_true", help="DSA augmentation while training")
+        parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default: 0.01)")
+        parser.add_argument("--learned-lr", action="store_true",
+                            help="train with the set's own learned learning rate (MTT, TESLA, DD) when it has one")
         _add_device(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from ddeval import datasets
-        from ddeval.accuracy import evaluate_over_seeds, recipe
+        from ddeval.accuracy import evaluate_over_seeds, recipe, set_recipe
         from ddeval.config import AccuracyConfig
         from distillers.augment import default_strategy
         from distillers.protocol import resolve_device
@@ -207,10 +210,10 @@ class EvaluateCommand(Command):
         _, test = datasets.load(args.dataset, root=args.data_root, download=args.download)
         check_compatible(syn, test, args.dataset)
         acc = AccuracyConfig(networks=tuple(args.network or ["convnet"]), eval_seeds=args.seeds,
-                             epochs=args.epochs, augment=args.augment)
-        cfg = recipe(acc, augment=default_strategy(test.name), fast=args.fast)
+                             epochs=args.epochs, augment=args.augment, lr=args.lr, learned_lr=args.learned_lr)
+        cfg = set_recipe(recipe(acc, augment=default_strategy(test.name), fast=args.fast), syn, acc.learned_lr)
         device = str(resolve_device(args.device))
-        print(f"{'network':<12} {'accuracy (%)':>16}  seeds")
+        print(f"{'network':<12} {'accuracy (%)':>16}  seeds  (lr {cfg.lr:.4g})")
         for network in acc.networks:
             res = evaluate_over_seeds(syn, test, network=network, network_args={}, train_config=cfg,
                                       seeds=list(range(1000, 1000 + args.seeds)), device=device,

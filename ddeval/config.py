@@ -19,7 +19,8 @@ import yaml
 from distillers.config import build_config, check, config_dict, is_int
 from distillers.errors import DDError, did_you_mean
 
-PACKAGED_SUITES = ("quickstart", "mnist-benchmark", "privacy", "privacy-mnist", "nas", "nas-mnist")
+PACKAGED_SUITES = ("quickstart", "mnist-benchmark", "mnist-benchmark-2", "privacy", "privacy-mnist", "nas",
+                   "nas-mnist")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class AccuracyConfig:
     augment: bool = False  # DSA augmentation while training evaluation nets (papers: 1000 epochs with it)
     full_data: bool = True
     full_data_epochs: int = 30
+    learned_lr: bool = False  # train sets that learned a learning rate (MTT, TESLA, DD) with it, as their authors do
 
     def __post_init__(self) -> None:
         check(len(self.networks) >= 1, "accuracy.networks needs at least one network name.")

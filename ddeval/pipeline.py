@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 import distillers
 from ddeval import datasets
-from ddeval.accuracy import evaluate_over_seeds, mean_std, recipe
+from ddeval.accuracy import evaluate_over_seeds, mean_std, recipe, set_recipe
 from ddeval.config import Suite, load_suite
 from ddeval.runs import RunDir, now_iso, unit_key
 from distillers.augment import default_strategy
@@ -270,9 +270,9 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
                 for seed in distill_seeds:
                     syn = sets[(name, ipc, seed)]
                     per_seed.append(evaluate_over_seeds(
-                        syn, test, network=network, network_args=acc.args_for(network), train_config=cfg,
-                        seeds=eval_seeds, device=device, run_unit=rd.unit,
-                        unit_spec={"set": syn.meta.get("unit_key"), "test": test.fingerprint()}))
+                        syn, test, network=network, network_args=acc.args_for(network),
+                        train_config=set_recipe(cfg, syn, acc.learned_lr), seeds=eval_seeds, device=device,
+                        run_unit=rd.unit, unit_spec={"set": syn.meta.get("unit_key"), "test": test.fingerprint()}))
                     bar.step()
                 accuracies = [a for r in per_seed for a in r["accuracies"]]
                 mean, std = mean_std(accuracies)
@@ -284,8 +284,13 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
                     "distill_seeds": distill_seeds,
                     "distill_seconds": _mean([sets[(name, ipc, s)].meta.get("distill_seconds", 0.0)
                                               for s in distill_seeds]),
+                    "seconds_per_iteration": _mean_known([sets[(name, ipc, s)].meta.get("seconds_per_iteration")
+                                                          for s in distill_seeds]),
+                    "peak_memory_mb": _mean_known([sets[(name, ipc, s)].meta.get("peak_memory_mb")
+                                                   for s in distill_seeds]),
                     "train_seconds_mean": _mean([r["train_seconds_mean"] for r in per_seed]),
                     "epochs": cfg.epochs,
+                    "lr": _mean([set_recipe(cfg, sets[(name, ipc, s)], acc.learned_lr).lr for s in distill_seeds]),
                     "path": sorted({p for r in per_seed for p in r.get("path", [])}),
                     "method_config": sets[(name, ipc, distill_seeds[0])].meta.get("config"),
                 })
@@ -303,6 +308,12 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
 
 def _mean(values: list[float]) -> float:
     return float(sum(values) / len(values)) if values else 0.0
+
+
+def _mean_known(values: list[float | None]) -> float | None:
+    """Mean of the values that were measured; ``None`` when none was (e.g. sets made by older versions)."""
+    known = [float(v) for v in values if v is not None]
+    return round(_mean(known), 6) if known else None
 
 
 def _privacy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str, int, int], SyntheticSet],

@@ -152,3 +152,22 @@ def check(condition: bool, message: str) -> None:
     """Raise :class:`DDError` with ``message`` unless ``condition`` holds (for ``__post_init__`` checks)."""
     if not condition:
         raise DDError(message)
+
+
+def check_positive_ints(config: Any, *names: str, optional: bool = False) -> None:
+    """Each named field of ``config`` must be an int >= 1 (or ``None`` when ``optional``: the default)."""
+    for name in names:
+        value = getattr(config, name)
+        if optional and value is None:
+            continue
+        check(is_int(value) and value >= 1,
+              f"{name} must be a positive integer{' or null (the default)' if optional else ''}, got {value!r}.")
+
+
+def check_positive_numbers(config: Any, *names: str, optional: bool = False) -> None:
+    """Each named field of ``config`` must be a finite number > 0 (or ``None`` when ``optional``)."""
+    for name in names:
+        value = getattr(config, name)
+        if optional and value is None:
+            continue
+        check(is_number(value) and value > 0, f"{name} must be a positive number, got {value!r}.")

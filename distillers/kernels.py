@@ -146,12 +146,14 @@ def empirical_ntk(net: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = No
         parts = [jac(params, x[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
         return [torch.cat([part[name] for part in parts]).flatten(1) for name in params]  # [n, P_name]
 
-    kernel = None
+    kernel: torch.Tensor | None = None
     for k in range(outputs):
         j1 = jacobian(x1, k)
         j2 = j1 if x2 is None else jacobian(x2, k)
-        term = sum(a @ b.T for a, b in zip(j1, j2, strict=True))
-        kernel = term if kernel is None else kernel + term
+        for a, b in zip(j1, j2, strict=True):
+            kernel = a @ b.T if kernel is None else kernel + a @ b.T
+    if kernel is None:
+        raise DDError("empirical_ntk: the network has no parameters.")
     return kernel / outputs
 
 

@@ -20,7 +20,11 @@ _BUILTIN = {
     "mtt": ("distillers.methods.trajectory:MTT", "Matching training trajectories (Cazenavette et al. 2022)"),
     "tesla": ("distillers.methods.trajectory:TESLA",
               "Trajectory matching in constant memory, expert soft labels (Cui et al. 2023)"),
+    "dd": ("distillers.methods.performance:DD", "Dataset distillation by unrolled GD, learned step sizes (Wang et al. 2018)"),
+    "label-distillation": ("distillers.methods.performance:LabelDistillation",
+                           "Learned soft labels for fixed real images (Bohdal et al. 2020)"),
     "kip": ("distillers.methods.kernel:KIP", "Kernel inducing points: KRR with the NTK/NNGP (Nguyen et al. 2021)"),
+    "frepo": ("distillers.methods.kernel:FRePO", "Feature regression on a pool of online models (Zhou et al. 2022)"),
 }
 for _name, (_target, _help) in _BUILTIN.items():
     METHODS.register_lazy(_name, _target, help=_help)

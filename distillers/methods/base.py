@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from distillers.config import build_config, config_dict
 from distillers.data import LabeledData
 from distillers.errors import DDError
+from distillers.memory import PeakMemory
 from distillers.synthetic import SyntheticSet
 
 
@@ -47,7 +48,9 @@ class Distiller:
         """Distil ``real`` into ``ipc`` images per class.
 
         Randomness comes only from ``generator`` (built from ``seed`` when not given), so the same seed gives
-        the same synthetic set on the same machine. ``progress=None`` shows a bar only on a terminal.
+        the same synthetic set on the same machine. ``progress=None`` shows a bar only on a terminal. The
+        set's metadata records the time taken and the peak memory the distillation added
+        (:class:`distillers.memory.PeakMemory`).
         """
         if not isinstance(ipc, int) or isinstance(ipc, bool) or ipc < 1:
             raise DDError(f"ipc (images per class) must be a positive integer, got {ipc!r}.")
@@ -61,7 +64,8 @@ class Distiller:
         if progress is None:
             progress = sys.stderr.isatty()
         start = time.perf_counter()
-        syn = self._distill(real, ipc, generator, torch.device(device), progress)
+        with PeakMemory(device) as memory:
+            syn = self._distill(real, ipc, generator, torch.device(device), progress)
         syn.meta.update({
             "method": self.name,
             "config": config_dict(self.config),
@@ -69,6 +73,7 @@ class Distiller:
             "seed": int(seed),
             "source": {"name": real.name, "fingerprint": real.fingerprint(), "num_images": len(real)},
             "distill_seconds": round(time.perf_counter() - start, 3),
+            **memory.result,
         })
         return syn
 

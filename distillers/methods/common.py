@@ -134,6 +134,13 @@ class LossLog:
         self._sum, self._count = None, 0
         return mean
 
+    def show(self, loss: torch.Tensor, bar: Any) -> None:
+        """Record one iteration's loss (:meth:`add`), show the window mean on ``bar`` and advance it."""
+        window = self.add(loss)
+        if window is not None:
+            bar.set_postfix(loss=f"{window:.4g}", refresh=False)
+        bar.update(1)
+
     def meta(self) -> dict[str, Any]:
         return {"loss_history": list(self.values), "loss_every": self.every}
 
@@ -143,7 +150,4 @@ def step_images(optimizer: torch.optim.Optimizer, loss: torch.Tensor, log: LossL
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    window = log.add(loss)
-    if window is not None:
-        bar.set_postfix(loss=f"{window:.4g}", refresh=False)
-    bar.update(1)
+    log.show(loss, bar)

@@ -165,10 +165,7 @@ class DC(Distiller):
                         break
                     self._train_net(net, forward, fast, optimizer_net, syn.detach(), labels, inner_loop, augment,
                                     generator)
-                window = log.add(iteration_loss / outer_loop)
-                if window is not None:
-                    bar.set_postfix(loss=f"{window:.4g}", refresh=False)
-                bar.update(1)
+                log.show(iteration_loss / outer_loop, bar)
         log.flush()
         seconds = time.perf_counter() - start
         return self.make_set(syn.detach(), class_labels(k, ipc), real, outer_loop=outer_loop, fast=fast.label,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillers.config import check, is_int, is_number
+from distillers.config import check, check_positive_ints, check_positive_numbers, is_number
 from distillers.data import LabeledData
 from distillers.methods.base import Distiller
 from distillers.methods.common import (
@@ -75,14 +75,19 @@ class Plan:
         self.seeds = [draw_seed(generator) for _ in range(steps)] if augment else [None] * steps
 
 
+def _augmented(x: torch.Tensor, augment: Any, seed: int | None) -> torch.Tensor:
+    """``x`` under the plan's augmentation for one step (the same transform each time ``seed`` is replayed)."""
+    if augment is None or seed is None:
+        return x
+    return augment(x, generator=torch.Generator().manual_seed(seed))
+
+
 def unrolled_meta_loss(student: Student, images: torch.Tensor, labels: torch.Tensor, lr: torch.Tensor,
                        start: torch.Tensor, target: torch.Tensor, plan: Plan, augment: Any) -> torch.Tensor:
     """MTT: the normalised parameter-matching loss with the whole unrolled graph kept (memory ~ N steps)."""
     theta = start.clone().requires_grad_(True)
     for idx, seed in zip(plan.indices, plan.seeds, strict=True):
-        x = images[idx]
-        if augment is not None:
-            x = augment(x, generator=torch.Generator().manual_seed(seed))
+        x = _augmented(images[idx], augment, seed)
         grad = torch.autograd.grad(student.loss(theta, x, labels[idx]), theta, create_graph=True)[0]
         theta = theta - lr * grad
     return ((theta - target) ** 2).sum() / ((start - target) ** 2).sum()
@@ -103,9 +108,7 @@ def adjoint_meta_gradient(student: Student, images: torch.Tensor, labels: torch.
     grads = []
     for idx, seed in zip(plan.indices, plan.seeds, strict=True):
         theta = thetas[-1].clone().requires_grad_(True)
-        x = images.detach()[idx]
-        if augment is not None:
-            x = augment(x, generator=torch.Generator().manual_seed(seed))
+        x = _augmented(images.detach()[idx], augment, seed)
         with torch.enable_grad():
             g = torch.autograd.grad(student.loss(theta, x, labels[idx]), theta)[0]
         grads.append(g.detach())
@@ -120,7 +123,7 @@ def adjoint_meta_gradient(student: Student, images: torch.Tensor, labels: torch.
         idx, seed = plan.indices[i], plan.seeds[i]
         theta = thetas[i].clone().requires_grad_(True)
         leaf = images.detach()[idx].clone().requires_grad_(True)
-        x = leaf if augment is None else augment(leaf, generator=torch.Generator().manual_seed(seed))
+        x = _augmented(leaf, augment, seed)
         with torch.enable_grad():
             g = torch.autograd.grad(student.loss(theta, x, labels[idx]), theta, create_graph=True)[0]
             d_theta, d_x = torch.autograd.grad((g * adjoint).sum(), (theta, leaf))
@@ -163,18 +166,9 @@ class MTT(Distiller):
         expert_cache: str | None = None
 
         def __post_init__(self) -> None:
-            check(is_int(self.iterations) and self.iterations >= 1,
-                  f"iterations must be a positive integer, got {self.iterations!r}.")
-            for name in ("syn_steps", "max_start_epoch", "batch_syn"):
-                value = getattr(self, name)
-                check(value is None or (is_int(value) and value >= 1),
-                      f"{name} must be a positive integer or null (the authors' value), got {value!r}.")
-            check(is_int(self.expert_epochs) and self.expert_epochs >= 1,
-                  f"expert_epochs must be a positive integer, got {self.expert_epochs!r}.")
-            for name in ("lr_img", "lr_lr", "lr_init"):
-                value = getattr(self, name)
-                check(value is None or (is_number(value) and value > 0),
-                      f"{name} must be a positive number, got {value!r}.")
+            check_positive_ints(self, "iterations", "expert_epochs")
+            check_positive_ints(self, "syn_steps", "max_start_epoch", "batch_syn", optional=True)  # None: authors'
+            check_positive_numbers(self, "lr_img", "lr_lr", "lr_init", optional=True)
             check(is_number(self.momentum_img) and 0 <= self.momentum_img < 1,
                   f"momentum_img must lie in [0, 1), got {self.momentum_img!r}.")
             check_augment(self.dsa, self.dsa_strategy)
@@ -240,10 +234,7 @@ class MTT(Distiller):
                 opt_lr.step()
                 with torch.no_grad():
                     lr.clamp_(min=1e-8)  # a learning rate must stay positive
-                window = log.add(loss)
-                if window is not None:
-                    bar.set_postfix(loss=f"{window:.4g}", refresh=False)
-                bar.update(1)
+                log.show(loss, bar)
         log.flush()
         seconds = time.perf_counter() - start_time
         final_labels = labels.detach().cpu() if cfg.soft_labels else hard.cpu()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ddeval.cli import main
 from ddeval.pipeline import run_suite
@@ -227,3 +228,23 @@ def test_sigterm_during_nas_stops_cleanly_and_rerun_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["units"]["reused"] >= finished
+
+
+def test_learned_learning_rate_is_used_only_when_asked(tmp_path, capsys):
+    from ddeval.accuracy import set_recipe
+    from distillers.protocol import TrainConfig
+    from distillers.synthetic import SyntheticSet
+
+    kw = {"classes": ("a", "b"), "mean": (0.0,), "std": (1.0,)}
+    with_lr = SyntheticSet(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), lr=0.003, **kw)
+    without = SyntheticSet(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), **kw)
+    base = TrainConfig(epochs=3, lr=0.01)
+    assert set_recipe(base, with_lr, True).lr == 0.003 and set_recipe(base, with_lr, True).epochs == 3
+    assert set_recipe(base, with_lr, False) is base and set_recipe(base, without, True) is base
+    syn = tmp_path / "dd"
+    assert main(["distill", "dd", "--ipc", "1", "--set", "iterations=2", "--set", "batch_real=32",
+                 "--out", str(syn)]) == 0
+    learned = SyntheticSet.load(syn).lr
+    capsys.readouterr()
+    assert main(["evaluate", str(syn), "--network", "mlp", "--seeds", "1", "--epochs", "2", "--learned-lr"]) == 0
+    assert f"(lr {learned:.4g})" in capsys.readouterr().out

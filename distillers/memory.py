@@ -1,0 +1,74 @@
+"""Peak memory of one piece of work (a distillation), for the method tables' "peak memory" column.
+
+On CUDA it is torch's allocator peak (``max_memory_allocated`` after a reset). On Linux CPUs it is the
+process's resident-set high-water mark (``VmHWM``), which the kernel lets a process reset to its current
+size by writing ``5`` to ``/proc/self/clear_refs``: so the peak belongs to this work alone even in a
+long-lived process (``ru_maxrss`` cannot be reset and also carries a forking parent's peak). Where neither
+is available (macOS, a /proc that refuses the reset) the figures are ``None``, never a guess.
+
+Reported: ``peak_memory_mb``, the peak minus what the process (or the device) held when the work began,
+i.e. the memory the work itself needed; and ``peak_rss_mb`` / ``peak_gpu_mb``, the absolute peak.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_high_water_mark() -> bool:
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class PeakMemory:
+    """Context manager measuring the peak memory of its block on ``device``; read :attr:`result` after."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.result: dict[str, Any] = {"peak_memory_mb": None}
+        self._base: int | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        elif _reset_high_water_mark():
+            self._base = _status_kb("VmRSS")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._base is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+            self.result = {"peak_memory_mb": round((peak - self._base) / 2**20, 1),
+                           "peak_gpu_mb": round(peak / 2**20, 1), "memory_kind": "cuda allocator"}
+            return
+        peak_kb = _status_kb("VmHWM")
+        if peak_kb is not None:
+            self.result = {"peak_memory_mb": round(max(0, peak_kb - self._base) / 1024, 1),
+                           "peak_rss_mb": round(peak_kb / 1024, 1), "memory_kind": "process RSS (VmHWM)"}
+
+
+__all__ = ["PeakMemory"]

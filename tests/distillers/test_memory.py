@@ -1,0 +1,32 @@
+"""PeakMemory: the peak belongs to the measured block alone, also after a larger earlier peak in the process."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import distillers
+from distillers.memory import PeakMemory
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+
+
+def test_the_peak_of_a_block_ignores_an_earlier_larger_peak() -> None:
+    big = torch.ones(300 * 2**18)  # 300 MB, touched, then freed: an earlier, larger peak
+    del big
+    with PeakMemory() as small:
+        block = torch.ones(100 * 2**18)  # 100 MB
+        del block
+    assert small.result["memory_kind"] == "process RSS (VmHWM)"
+    assert 95 <= small.result["peak_memory_mb"] < 200, small.result
+    with PeakMemory() as nothing:
+        pass
+    assert nothing.result["peak_memory_mb"] < 20, nothing.result
+
+
+def test_every_distillation_records_its_peak_memory(tiny_digits) -> None:
+    syn = distillers.create("random").distill(tiny_digits[0], 1, seed=0, progress=False)
+    assert syn.meta["peak_memory_mb"] is not None and syn.meta["peak_memory_mb"] >= 0
+    assert syn.meta["peak_rss_mb"] > 50  # the whole process, torch included
