@@ -207,6 +207,7 @@ class FRePO(Distiller):
                 slot = int(torch.randint(cfg.pool_size, (1,), generator=generator))
                 net = pool.models[slot]
                 net.eval()
+                net.requires_grad_(False)  # the loss moves images and labels only, not the model
                 idx = torch.randperm(len(real), generator=generator)[:batch].to(device)
                 with torch.no_grad():
                     f_real = embed(net, x_real[idx])
@@ -245,6 +246,7 @@ class _ModelPool:
         cfg = self.cfg
         net, optimizer = self.models[slot], self.optimizers[slot]
         net.train()
+        net.requires_grad_(True)
         n = images.shape[0]
         idx = torch.randperm(n, generator=self.generator)[:min(cfg.batch_online, n)].to(images.device)
         x = images[idx]
