@@ -74,6 +74,14 @@ def table(results: dict, command: str) -> str:
     if full:
         lines.append(f"| all | full data ({full['epochs']} epochs) | {100 * full['accuracy_mean']:.1f} ± "
                      f"{100 * full['accuracy_std']:.1f} | | {published('mnist', 'full-data')}* | | | | |")
+    own = [r for r in rows if r.get("own_protocol_accuracy_mean") is not None]
+    if own:
+        lines += ["", "Accuracy under a method's own protocol (DD: a network trained by replaying the learned step "
+                  "sizes, the paper's evaluation), beside the standard recipe's above:", "",
+                  "| ipc | method | own protocol | accuracy % |", "|---|---|---|---|"]
+        lines += [f"| {r['ipc']} | {r['method']} | {r['own_protocol']} | "
+                  f"{100 * r['own_protocol_accuracy_mean']:.1f} ± {100 * r['own_protocol_accuracy_std']:.1f} |"
+                  for r in own]
     lines += [
         "",
         f"Wall time of the whole run: {results['run']['total_seconds'] / 60:.1f} min on "

@@ -293,6 +293,8 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
                     "lr": _mean([set_recipe(cfg, sets[(name, ipc, s)], acc.learned_lr).lr for s in distill_seeds]),
                     "path": sorted({p for r in per_seed for p in r.get("path", [])}),
                     "method_config": sets[(name, ipc, distill_seeds[0])].meta.get("config"),
+                    **(_own_protocol([sets[(name, ipc, s)] for s in distill_seeds], test, eval_seeds, rd, device)
+                       if network == acc.networks[0] else {}),
                 })
     out: dict[str, Any] = {"recipe": {**config_dict(cfg)}, "rows": rows}
     if acc.full_data:
@@ -304,6 +306,26 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
             unit_spec={"set": "full", "data": train.fingerprint(), "test": test.fingerprint()})
         bar.step()
     return out
+
+
+def _own_protocol(syns: list[SyntheticSet], test: LabeledData, eval_seeds: list[int], rd: RunDir,
+                  device: str) -> dict[str, Any]:
+    """For sets made to train one particular way (DD: its learned step sizes, replayed from its own or a
+    seeded initialisation), the accuracy under that protocol too, beside the standard recipe's."""
+    from distillers.methods.performance import replay_accuracy
+
+    if not syns or not all("lr_schedule" in syn.meta for syn in syns):
+        return {}
+    accuracies = []
+    for syn in syns:
+        for seed in eval_seeds:
+            def compute(syn: SyntheticSet = syn, seed: int = seed) -> dict[str, Any]:
+                return {"accuracy": replay_accuracy(syn, test, seed=seed, device=device)}
+
+            spec = {"set": syn.meta.get("unit_key"), "test": test.fingerprint(), "seed": seed}
+            accuracies.append(float(rd.unit("replay", spec, compute)["accuracy"]))
+    mean, std = mean_std(accuracies)
+    return {"own_protocol": "dd-replay", "own_protocol_accuracy_mean": mean, "own_protocol_accuracy_std": std}
 
 
 def _mean(values: list[float]) -> float:

@@ -248,3 +248,18 @@ def test_learned_learning_rate_is_used_only_when_asked(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(syn), "--network", "mlp", "--seeds", "1", "--epochs", "2", "--learned-lr"]) == 0
     assert f"(lr {learned:.4g})" in capsys.readouterr().out
+
+
+def test_rows_carry_speed_memory_and_a_methods_own_protocol(tmp_path):
+    suite = tmp_path / "dd.yaml"
+    suite.write_text(
+        "name: dd-tiny\ndataset: digits\nipc: [1]\nmethods:\n  dd: {iterations: 2, batch_real: 32}\n"
+        "accuracy: {networks: [mlp], eval_seeds: 2, epochs: 2, full_data: false}\n"
+        "privacy: {enabled: false}\nnas: {enabled: false}\n")
+    results = run_suite(str(suite), run_dir=tmp_path / "run", device="cpu", progress=False)
+    rows = {r["method"]: r for r in results["accuracy"]["rows"]}
+    dd, random = rows["dd"], rows["random"]
+    assert dd["own_protocol"] == "dd-replay" and 0.0 <= dd["own_protocol_accuracy_mean"] <= 1.0
+    assert "own_protocol" not in random  # a random subset has no protocol of its own
+    assert dd["seconds_per_iteration"] > 0 and dd["peak_memory_mb"] is not None
+    assert random["seconds_per_iteration"] is None  # one-shot selection: no iterations
