@@ -42,6 +42,11 @@ def centred_one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(labels, num_classes).float() - 1.0 / num_classes
 
 
+def half_squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``0.5 * ||pred - target||^2`` per row, averaged: the regression loss of KIP and FRePO."""
+    return 0.5 * ((pred - target) ** 2).sum(1).mean()
+
+
 class KIP(Distiller):
     """Kernel inducing points: learn the support set of kernel ridge regression on a real target batch.
 
@@ -120,7 +125,7 @@ class KIP(Distiller):
                 joint = kernel(x_real[idx], syn)  # [(batch + m), m]: target rows, then support rows
                 k_ts, k_ss = joint[:batch], joint[batch:]
                 pred = krr_predict(k_ts, k_ss, y_syn, cfg.reg)
-                loss = 0.5 * ((pred - y_real[idx]) ** 2).sum(1).mean()
+                loss = half_squared_error(pred, y_real[idx])
                 step_images(optimizer, loss, log, bar)
         log.flush()
         seconds = time.perf_counter() - start
@@ -213,7 +218,7 @@ class FRePO(Distiller):
                     f_real = embed(net, x_real[idx])
                 f_syn = embed(net, syn)
                 pred = krr_predict(f_real @ f_syn.T, f_syn @ f_syn.T, y_syn, cfg.reg)
-                loss = 0.5 * ((pred - y_real[idx]) ** 2).sum(1).mean()
+                loss = half_squared_error(pred, y_real[idx])
                 if cfg.learn_labels:
                     loss = loss + margin_penalty(y_syn)
                 step_images(optimizer, loss, log, bar)
@@ -252,7 +257,7 @@ class _ModelPool:
         x = images[idx]
         if augment is not None:
             x = augment(x, generator=self.generator)
-        loss = 0.5 * ((net(x) - labels[idx]) ** 2).sum(1).mean()
+        loss = half_squared_error(net(x), labels[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -41,10 +41,7 @@ from distillers.methods.common import (
 )
 from distillers.methods.trajectory import Student
 from distillers.synthetic import SyntheticSet
-
-
-def _flat(net: torch.nn.Module) -> torch.Tensor:
-    return torch.nn.utils.parameters_to_vector(net.parameters()).detach()
+from distillers.trajectories import flat_params
 
 
 def dd_network(name: str, data: LabeledData, seed: int, network_args: dict[str, Any], net_init: str,
@@ -137,7 +134,7 @@ class DD(Distiller):
         init_seed = draw_seed(generator)
         net = dd_network(cfg.network, real, init_seed, cfg.network_args, cfg.net_init, device)
         student = Student(net)
-        fixed_start = _flat(net)
+        fixed_start = flat_params(net)
         x_real, y_real = real.x.to(device), real.y.to(device)
         batch = min(cfg.batch_real, len(real))
         log = LossLog(iterations, f"DD diverged (NaN or Inf loss); lower lr_img (now {cfg.lr_img}) or lr_init "
@@ -153,7 +150,7 @@ class DD(Distiller):
                     if cfg.init_mode == "fixed":
                         theta = fixed_start
                     else:
-                        theta = _flat(dd_network(cfg.network, real, draw_seed(generator), cfg.network_args,
+                        theta = flat_params(dd_network(cfg.network, real, draw_seed(generator), cfg.network_args,
                                                  cfg.net_init, device))
                     theta = theta.clone().requires_grad_(True)
                     for j in range(n_lrs):
@@ -198,7 +195,7 @@ def replay(syn: SyntheticSet, *, seed: int | None = None, device: str | torch.de
     net = dd_network(meta["network"], data, int(init_seed), dict(meta.get("network_args") or {}),
                      meta.get("net_init", "default"), device)
     student = Student(net)
-    theta = _flat(net)
+    theta = flat_params(net)
     steps, schedule = int(meta["steps"]), [float(v) for v in meta["lr_schedule"]]
     x, y = syn.images.to(device), syn.hard_labels.to(device)
     group = x.shape[0] // steps
@@ -272,7 +269,8 @@ class LabelDistillation(Distiller):
         with self.progress_bar(cfg.iterations, progress, "label-distillation") as bar:
             for it in range(cfg.iterations):
                 if it % cfg.reset_every == 0:
-                    theta = _flat(build_network(cfg.network, real, draw_seed(generator), cfg.network_args, device))
+                    theta = flat_params(build_network(cfg.network, real, draw_seed(generator), cfg.network_args,
+                                                      device))
                 targets = F.softmax(logits, dim=1)
                 theta_i = theta.clone().requires_grad_(True)
                 for _ in range(cfg.inner_steps):
