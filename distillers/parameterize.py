@@ -86,9 +86,16 @@ class Parameterization(nn.Module):
 
 
 def _real_images(real: LabeledData, per_class: int, generator: torch.Generator) -> torch.Tensor:
-    """``per_class`` random real images of every class, class by class: the draws of the methods' real
-    init (``real.stratified_indices``), so ``pixels`` starts exactly where a method without this layer does."""
+    """``per_class`` random real images of every class, class by class (``real.stratified_indices``)."""
     return real.x[real.stratified_indices(per_class, generator)].clone()
+
+
+def initial_images(real: LabeledData, ipc: int, init: str, generator: torch.Generator) -> torch.Tensor:
+    """``ipc`` starting images per class (class by class): random real images or N(0, 1) noise. Every method
+    starts from these, so ``pixels`` starts exactly where a method without this layer does."""
+    if init == "real":
+        return _real_images(real, ipc, generator)
+    return torch.randn((real.num_classes * ipc, *real.image_shape), generator=generator)
 
 
 # ------------------------------------------------------------------------------------------- pixels
@@ -109,8 +116,7 @@ class Pixels(Parameterization):
 
     def initialize(self, real: LabeledData, init: str, generator: torch.Generator) -> None:
         with torch.no_grad():
-            self.images.copy_(_real_images(real, self.ipc, generator) if init == "real"
-                              else torch.randn(self.images.shape, generator=generator))
+            self.images.copy_(initial_images(real, self.ipc, init, generator))
 
 
 # --------------------------------------------------------------------------------- multi-formation

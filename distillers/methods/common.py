@@ -96,13 +96,6 @@ class ClassSampler:
         return self.x[idx[perm].to(self.x.device)]
 
 
-def initial_images(real: LabeledData, ipc: int, init: str, generator: torch.Generator) -> torch.Tensor:
-    """``ipc`` starting images per class (class by class): random real images or N(0, 1) noise."""
-    if init == "real":
-        return real.x[real.stratified_indices(ipc, generator)].clone()
-    return torch.randn((real.num_classes * ipc, *real.image_shape), generator=generator)
-
-
 def class_batches(sampler: ClassSampler, syn: torch.Tensor, ipc: int, batch_real: int, augment: Any,
                   generator: torch.Generator) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """Per class: (class, ``batch_real`` real images, its ``ipc`` synthetic images), both under the same

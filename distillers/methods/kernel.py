@@ -29,11 +29,11 @@ from distillers.methods.common import (
     class_labels,
     draw_seed,
     embed,
-    initial_images,
     make_augment,
     step_images,
 )
 from distillers.optim import Lamb
+from distillers.parameterize import initial_images
 from distillers.synthetic import SyntheticSet
 
 

@@ -36,10 +36,10 @@ from distillers.methods.common import (
     check_network,
     class_labels,
     draw_seed,
-    initial_images,
     step_images,
 )
 from distillers.methods.trajectory import Student
+from distillers.parameterize import initial_images
 from distillers.synthetic import SyntheticSet
 from distillers.trajectories import flat_params
 

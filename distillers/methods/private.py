@@ -49,12 +49,12 @@ from distillers.methods.common import (
     check_network,
     class_labels,
     draw_seed,
-    initial_images,
     make_augment,
     step_images,
 )
 from distillers.methods.distribution import DM
 from distillers.methods.gradient import DC
+from distillers.parameterize import initial_images
 from distillers.synthetic import SyntheticSet
 
 #: ε target used when neither ``epsilon`` nor ``noise_multiplier`` is given (PSG's headline setting).

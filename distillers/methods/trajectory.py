@@ -31,9 +31,9 @@ from distillers.methods.common import (
     check_network,
     class_labels,
     draw_seed,
-    initial_images,
     make_augment,
 )
+from distillers.parameterize import initial_images
 from distillers.synthetic import SyntheticSet
 from distillers.trajectories import ExpertConfig, load_or_train, unflatten
 
