@@ -1,8 +1,8 @@
-"""Command line: ``ddeval run | audit | nas | distill | evaluate | bench | ls``.
+"""Command line: ``ddeval run | audit | nas | distill | evaluate | report | check | bench | ls``.
 
-Each subcommand is a small class with its own arguments and examples. Mistakes a user can fix end with one
-``error:`` line naming the fix and exit status 2; an interrupted run exits 130 and can be resumed by running
-the same command with the same ``--out``.
+Each subcommand is a small class with its own arguments and examples. Exit status: 0 success; 1 ``ddeval
+check`` found a regression (or a baseline metric missing from the run); 2 a mistake the user can fix, with
+one ``error:`` line naming the fix; 130 interrupted (rerun the same command with the same ``--out`` to resume).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from distillers.errors import DDError
 
+EXIT_REGRESSION = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -234,6 +235,87 @@ def check_compatible(syn: Any, test: Any, dataset: str) -> None:
                       "evaluate on the data set it was distilled from.")
 
 
+class ReportCommand(Command):
+    name = "report"
+    help = "re-render a run's report.md and report.html from its results.json, or compare two runs"
+    examples = """examples:
+  ddeval report runs/quickstart-20261205-1200          # re-render that run's report in place
+  ddeval report runs/before runs/after --out cmp/     # side by side: A is the reference, B is checked"""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one run directory, or two to compare")
+        parser.add_argument("--out", default=None,
+                            help="folder for a comparison (default: compare-<A>-vs-<B> beside run B)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        if len(args.runs) > 2:
+            raise DDError(f"ddeval report takes one run directory (re-render) or two (compare), got "
+                          f"{len(args.runs)}.")
+        if len(args.runs) == 1:
+            from ddeval.report.render import render_run
+
+            if args.out:
+                raise DDError("--out applies to a comparison of two runs; one run's report is written "
+                              "into its own directory.")
+            paths = render_run(args.runs[0])
+        else:
+            from ddeval.report.compare import render_comparison
+
+            a, b = (Path(r) for r in args.runs)
+            out = Path(args.out) if args.out else b.resolve().parent / f"compare-{a.resolve().name}-vs-{b.resolve().name}"
+            paths = render_comparison(a, b, out)
+        print(f"Report: {paths['report.html']}\n        {paths['report.md']}")
+        return 0
+
+
+class CheckCommand(Command):
+    name = "check"
+    help = "regression check: compare a run's metrics with a baseline; exit 1 on regression"
+    examples = """examples:
+  ddeval check runs/nightly --baseline reports/baselines/nightly.json
+  ddeval check runs/nightly --baseline base.json --tolerance accuracy=0.01 --tolerance auc=5%
+  ddeval check runs/trusted --baseline base.json --update-baseline   # write (or replace) the baseline
+
+Tolerances: METRIC=ABS (in the metric's unit; accuracy is a fraction, so 0.01 = 1 point), METRIC=REL%,
+METRIC=ABS,REL% (the larger applies) or METRIC=off (reported, never fails). Timings are not gated unless
+named. Exit status: 0 no regression, 1 regression or a baseline metric missing from the run, 2 usage error."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or its results.json)")
+        parser.add_argument("--baseline", required=True, metavar="FILE", help="baseline JSON file")
+        parser.add_argument("--tolerance", action="append", default=[], metavar="METRIC=VALUE",
+                            help="per-metric tolerance (repeatable); overrides the baseline's and the defaults")
+        parser.add_argument("--update-baseline", action="store_true",
+                            help="write the run's metrics as the new baseline (with these tolerances)")
+        parser.add_argument("--all", dest="everything", action="store_true",
+                            help="list every metric, not only the ones that moved")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ddeval import regression as rg
+
+        tolerances = dict(rg.parse_tolerance(t) for t in args.tolerance)
+        results = rg.load_results(args.run_dir)
+        if args.update_baseline:
+            previous = Path(args.baseline)
+            kept: dict[str, rg.Tolerance] = {}
+            if previous.is_file():
+                try:
+                    old = rg.load_baseline(previous)
+                    kept = dict(old.tolerances)
+                    print("Against the baseline being replaced:")
+                    print(rg.compare(rg.extract(results), old, tolerances=tolerances).table())
+                except DDError as err:
+                    print(f"(the old baseline could not be read, so it is not compared: {err})")
+            base = rg.baseline_from_results(results, tolerances={**kept, **tolerances},
+                                            source={"run_dir": str(args.run_dir)})
+            rg.save_baseline(base, args.baseline)
+            print(f"Wrote baseline {args.baseline} ({len(base.metrics)} metrics). Review it and commit it.")
+            return 0
+        comparison = rg.compare(rg.extract(results), rg.load_baseline(args.baseline), tolerances=tolerances)
+        print(comparison.table(everything=args.everything))
+        return EXIT_REGRESSION if comparison.failed else 0
+
+
 class BenchCommand(Command):
     name = "bench"
     help = "fp32 eager baseline vs fast path: training img/s, s per iteration, memory, FLOP/s vs peak"
@@ -320,7 +402,8 @@ class ListCommand(Command):
         return 0
 
 
-COMMANDS = (RunCommand(), AuditCommand(), NasCommand(), DistillCommand(), EvaluateCommand(), BenchCommand(), ListCommand())
+COMMANDS = (RunCommand(), AuditCommand(), NasCommand(), DistillCommand(), EvaluateCommand(), ReportCommand(),
+            CheckCommand(), BenchCommand(), ListCommand())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -355,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: finished units are kept; rerun the same command (same --out) to resume.",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

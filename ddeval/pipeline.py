@@ -22,6 +22,7 @@ from ddeval import datasets
 from ddeval.accuracy import evaluate_over_seeds, mean_std, recipe, set_recipe
 from ddeval.config import Suite, create_method, load_suite, split_variant
 from ddeval.runs import RunDir, now_iso, unit_key
+from ddeval.schema import METRICS, SCHEMA_VERSION
 from distillers.augment import default_strategy
 from distillers.config import config_dict
 from distillers.data import LabeledData
@@ -30,18 +31,7 @@ from distillers.methods import config_keys
 from distillers.protocol import resolve_device
 from distillers.synthetic import SyntheticSet
 
-SCHEMA_VERSION = 1
 BASELINES = ("random", "noise")
-
-METRICS = {
-    "accuracy": {"direction": "higher", "unit": "fraction"},
-    "auc": {"direction": "lower", "unit": "fraction"},
-    "tpr_at_1pct_fpr": {"direction": "lower", "unit": "fraction"},
-    "tpr_at_0p1pct_fpr": {"direction": "lower", "unit": "fraction"},
-    "spearman": {"direction": "higher", "unit": "correlation"},
-    "kendall": {"direction": "higher", "unit": "correlation"},
-    "distill_seconds": {"direction": "lower", "unit": "seconds"},
-}
 
 
 def default_run_dir(suite: Suite) -> Path:
@@ -97,6 +87,7 @@ def run_suite(source: str | Path | Mapping[str, Any] | None = None, *, overrides
                     "seeds": {"distill": distill_seeds, "eval": eval_seeds}},
             "dataset": _dataset_info(suite.dataset, train, test),
             "metrics": METRICS,
+            "config": suite.to_dict(),
         }
         if suite.accuracy.enabled:
             results["accuracy"] = _accuracy(suite, methods, sets, train, test, eval_seeds, rd, dev, bar)
@@ -117,9 +108,11 @@ def run_suite(source: str | Path | Mapping[str, Any] | None = None, *, overrides
     # invocations and reused here: the cost of the whole run, not just of its last resume.
     results["run"]["unit_seconds"] = round(rd.unit_seconds, 2)
     results["run"]["units"] = {"computed": rd.computed, "reused": rd.reused}
+    # Provenance goes into results.json too, so the report and comparisons need nothing else.
+    results["provenance"] = rd.manifest(seeds={"suite": suite.seed, "distill": distill_seeds, "eval": eval_seeds},
+                                        device=dev, started=started)
     rd.write_results(results)
-    rd.write_manifest(seeds={"suite": suite.seed, "distill": distill_seeds, "eval": eval_seeds}, device=dev,
-                      started=started)
+    rd.write_manifest(results["provenance"])
     from ddeval.report.render import render_run
 
     render_run(rd.path)

@@ -144,9 +144,10 @@ class RunDir:
     def write_results(self, results: Mapping[str, Any]) -> Path:
         return atomic_write_json(self.path / "results.json", results)
 
-    def write_manifest(self, *, seeds: Mapping[str, Any], device: str, started: str,
-                       extra: Mapping[str, Any] | None = None) -> Path:
-        manifest = {
+    def manifest(self, *, seeds: Mapping[str, Any], device: str, started: str,
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Provenance of this run: command, code version, packages, machine, seeds, timings."""
+        return {
             "started": started,
             "finished": now_iso(),
             "command": os.environ.get("DDEVAL_COMMAND", ""),
@@ -159,6 +160,8 @@ class RunDir:
             "units": {"computed": self.computed, "reused": self.reused},
             **dict(extra or {}),
         }
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> Path:
         return atomic_write_json(self.path / "manifest.json", manifest)
 
 

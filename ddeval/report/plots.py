@@ -289,7 +289,8 @@ def _nas_panel(ax: Any, proxy: Mapping[str, Any], full_trials: Sequence[Mapping[
 # ---------------------------------------------------------------------------------------------- images
 def grid_pixels(synthetic: SyntheticSet, *, max_classes: int = GRID_MAX_CLASSES,
                 max_per_class: int = GRID_MAX_PER_CLASS) -> tuple[np.ndarray, list[str]]:
-    """A montage ``[rows*H, cols*W(, 3)]`` in [0, 1]: one row per class, its images left to right.
+    """A montage ``[rows*H, cols*W(, 3)]`` in [0, 1]: one row per class, its images left to right (with one
+    image per class: one row, a class per column).
 
     Empty cells (a class with fewer images) stay white; 1-pixel white gaps separate the images.
     """
@@ -299,6 +300,12 @@ def grid_pixels(synthetic: SyntheticSet, *, max_classes: int = GRID_MAX_CLASSES,
     per_class = [np.flatnonzero(labels == c)[:max_per_class] for c in range(len(classes))]
     cols = max([len(idx) for idx in per_class] + [1])
     c, h, w = pixels.shape[1:]
+    if cols == 1:  # one image per class: a single row, one class per column, reads better than a tall strip
+        canvas = np.ones((h, (w + 1) * len(classes) - 1, c), dtype=np.float32)
+        for col, idx in enumerate(per_class):
+            if len(idx):
+                canvas[:, col * (w + 1):col * (w + 1) + w] = pixels[idx[0]].transpose(1, 2, 0)
+        return (canvas[..., 0] if c == 1 else canvas[..., :3]), classes
     canvas = np.ones(((h + 1) * len(classes) - 1, (w + 1) * cols - 1, c), dtype=np.float32)
     for row, idx in enumerate(per_class):
         top = row * (h + 1)
@@ -313,20 +320,58 @@ def synthetic_grid_figure(synthetic: SyntheticSet, *, title: str | None = None,
                           max_per_class: int = GRID_MAX_PER_CLASS) -> Figure:
     """Synthetic images as a grid: rows = classes (named on the left), columns = images of that class."""
     canvas, classes = grid_pixels(synthetic, max_classes=max_classes, max_per_class=max_per_class)
-    h = synthetic.images.shape[2]
+    h, w = synthetic.images.shape[2], synthetic.images.shape[3]
     rows = len(classes)
+    one_row = canvas.shape[0] == h and rows > 1
     shown = f" (first {rows} of {synthetic.num_classes} classes)" if rows < synthetic.num_classes else ""
     title = (title or f"{synthetic.method}: synthetic images") + shown
     scale = max(1, round(GRID_CELL_PIXELS / h)) / DPI  # inches per image pixel: integer upscaling at DPI
     label_width = 0.3 + 0.07 * max(len(c) for c in classes)
+    if one_row:
+        scale = max(scale, (0.3 + 0.07 * max(len(c) for c in classes)) / (w + 1))  # room for each class name
+        label_width = 0.2
     width = max(label_width + scale * canvas.shape[1], 0.3 + 0.07 * len(title))
-    fig = new_figure(width, 0.45 + scale * canvas.shape[0])
+    fig = new_figure(width, 0.45 + scale * canvas.shape[0] + (0.3 if one_row else 0.0))
     ax = fig.add_subplot()
     ax.imshow(canvas, cmap="gray" if canvas.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-    ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(rows)], classes, fontsize=8)
-    ax.set_xticks([])
+    if one_row:
+        ax.set_xticks([k * (w + 1) + (w - 1) / 2 for k in range(rows)], classes, fontsize=8)
+        ax.set_yticks([])
+        ax.tick_params(bottom=False)
+    else:
+        ax.set_yticks([r * (h + 1) + (h - 1) / 2 for r in range(rows)], classes, fontsize=8)
+        ax.set_xticks([])
     for side in ax.spines.values():
         side.set_visible(False)
     ax.tick_params(left=False)
     ax.set_title(title, fontsize=9)
+    return fig
+
+
+# -------------------------------------------------------------------------------------------- comparison
+def comparison_figure(rows: Sequence[tuple[str, float, float, float, float]], name_a: str,
+                      name_b: str) -> Figure:
+    """Accuracy (%) of run A and run B side by side, one pair of horizontal bars per row label.
+
+    ``rows``: (label, mean A, mean B, std A, std B) as fractions.
+    """
+    if not rows:
+        return no_data_figure("no accuracy in common")
+    fig = new_figure(7.0, 0.9 + 0.42 * len(rows))
+    ax = fig.add_subplot()
+    ys = list(range(len(rows)))
+    styles: tuple[tuple[str, int, dict[str, Any]], ...] = ((name_a, 1, {"color": "#9aa5b1", "hatch": "//"}),
+                                                           (name_b, 2, {"color": color_for(0)}))
+    for offset, (name, index, style) in enumerate(styles):
+        values = [100 * float(r[index]) for r in rows]
+        errors = [100 * float(r[index + 2]) for r in rows]
+        ax.barh([y + (offset - 0.5) * 0.38 for y in ys], values, 0.36, xerr=errors, capsize=2, label=name,
+                **style)
+    ax.set_yticks(ys, [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("test accuracy (%)  → better")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Accuracy: run A against run B")
     return fig

@@ -43,6 +43,7 @@ class Text:
 class Table:
     headers: Sequence[str]
     rows: Sequence[Sequence[str]]
+    folded: str = ""  # HTML: shown folded under this summary line (long reference tables)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ SECTIONS = {
         "time included), higher is better."),
     "synthetic": (
         "Synthetic images",
-        "What the distilled images look like, mapped back to pixel values. Each row is one class; at most "
+        "What the distilled images look like, mapped back to pixel values. Each row is one class (with one "
+        "image per class, each column); at most "
         f"{plots.GRID_MAX_PER_CLASS} images per class and {plots.GRID_MAX_CLASSES} classes are shown, for "
         "the lowest distillation seed."),
     "metrics": (
@@ -194,7 +196,8 @@ def render_run(run_dir: str | Path) -> dict[str, Path]:
     """
     run_dir = Path(run_dir)
     results = load_json(run_dir / RESULTS_FILE, required=True)
-    manifest = load_json(run_dir / MANIFEST_FILE, required=False)
+    # results.json carries its provenance; runs written before it did have it only in manifest.json
+    manifest = results.get("provenance") or load_json(run_dir / MANIFEST_FILE, required=False)
     writer = PlotWriter(run_dir)
     title = report_title(results)
     lead = overview(results)
@@ -725,10 +728,27 @@ def provenance_section(results: Mapping[str, Any], manifest: Mapping[str, Any]) 
     if run:
         blocks.append(Table(["Run", "Value"], [list(kv) for kv in flatten(run)]))
     if manifest:
-        blocks.append(Table(["Manifest", "Value"], [list(kv) for kv in flatten(manifest)]))
+        git = manifest.get("git") or {}
+        versions = manifest.get("versions") or {}
+        machine = manifest.get("machine") or {}
+        key_rows = [["command", str(manifest.get("command") or DASH)],
+                    ["git commit", str(git.get("commit") or DASH) + (" (uncommitted changes)" if git.get("dirty")
+                                                                    else "")],
+                    ["ddeval / torch", f"{versions.get('ddeval', DASH)} / {versions.get('torch', DASH)}"],
+                    ["python", str(manifest.get("python") or DASH)],
+                    ["machine", f"{machine.get('processor') or DASH}, {machine.get('cpu_count') or DASH} CPUs, "
+                                f"device {machine.get('device') or DASH}"]]
+        blocks.append(Table(["Key facts", "Value"], key_rows))
+        blocks.append(Table(["Manifest", "Value"], [list(kv) for kv in flatten(manifest)],
+                            folded="Everything recorded: package versions, machine, seeds, timings"))
     else:
-        blocks.append(Text("No manifest.json in the run directory: package versions, git commit and machine "
-                           "are unknown."))
+        blocks.append(Text("No provenance in results.json and no manifest.json in the run directory: package "
+                           "versions, git commit and machine are unknown."))
+    config = results.get("config")
+    if config:
+        blocks.append(Text("Resolved suite configuration (every value the run used, defaults included):"))
+        blocks.append(Table(["Config", "Value"], [list(kv) for kv in flatten(config)],
+                            folded="Show the configuration"))
     return section("provenance", blocks)
 
 
@@ -772,6 +792,8 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .explain{background:#f4f8fc;border-left:4px solid #6b9bd1;padding:.45rem .8rem;color:#333}
 figure{margin:1rem 0}img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#555}
+section#synthetic figure{display:inline-block;vertical-align:top;margin:.6rem 1.2rem .6rem 0;max-width:100%}
+details{margin:.6rem 0}summary{cursor:pointer;color:#2a5d9f}
 """
 _NUMERIC = re.compile(r"^[+\-−]?\d")
 
@@ -779,7 +801,10 @@ _NUMERIC = re.compile(r"^[+\-−]?\d")
 def html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
     body = "".join("<tr>" + "".join(html_cell(c) for c in row) + "</tr>" for row in table.rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    page = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if table.folded:
+        return f"<details><summary>{html.escape(table.folded)}</summary>{page}</details>"
+    return page
 
 
 def html_cell(text: str) -> str:

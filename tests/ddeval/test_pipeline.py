@@ -11,6 +11,8 @@ import torch
 
 from ddeval.cli import main
 from ddeval.pipeline import run_suite
+from ddeval.report.browser import chromium_skip_reason, inspect_page
+from ddeval.schema import problems
 
 TINY = [
     "ipc=1,2", "methods=random,dm", "methods.dm.iterations=5", "methods.dm.batch_real=16",
@@ -79,6 +81,30 @@ def test_results_schema(tiny_run):
     # the distilled DM set uses the suite-level distillation network
     meta = json.loads((out / dm_set["path"] / "meta.json").read_text())
     assert meta["meta"]["config"]["network"] == "convnet-d2" and meta["meta"]["config"]["network_args"] == {"width": 16}
+
+
+@pytest.mark.skipif(chromium_skip_reason() is not None, reason=str(chromium_skip_reason()))
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    """The quickstart suite's report (tiny budgets, every section) opens from disk in Chromium: every image
+    loads, no console error or failed load, well under 5 MB; the screenshot is a real full-page PNG."""
+    _, out, _ = tiny_run
+    page = out / "report.html"
+    assert page.stat().st_size < 5_000_000
+    seen = inspect_page(page, tmp_path / "report.png")
+    assert seen.title.startswith("Dataset distillation report: quickstart")
+    assert len(seen.images) >= 5  # accuracy, ROC, frontier, NAS scatter, synthetic grids
+    assert seen.broken_images == [] and seen.errors == []
+    png = (tmp_path / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000 and seen.height > 2000
+
+
+def test_results_follow_the_documented_schema(tiny_run):
+    _, out, _ = tiny_run
+    stored = json.loads((out / "results.json").read_text())
+    assert problems(stored) == []
+    # the report is rendered from results.json alone: its provenance and resolved config are in it
+    assert stored["provenance"]["git"] and stored["provenance"]["versions"]["torch"]
+    assert stored["config"]["methods"]["dm"]["iterations"] == 5
 
 
 def test_rerun_resumes_from_cache(tiny_run):

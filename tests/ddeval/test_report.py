@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from PIL import Image as PILImage
 
 from ddeval.report import plots, render_run
+from ddeval.report.browser import chromium_skip_reason, find_chromium, inspect_page
 from ddeval.report.render import verdict
 from distillers.errors import DDError
 from distillers.synthetic import SyntheticSet
@@ -191,7 +192,7 @@ def test_missing_sections_are_skipped(tmp_path):
     paths = render_run(run_dir)
     page = paths["report.html"].read_text()
     assert '<section id="nas">' not in page and '<section id="privacy">' not in page
-    assert '<section id="accuracy">' in page and "No manifest.json" in page
+    assert '<section id="accuracy">' in page and "no manifest.json" in page
     assert set(paths) == {"report.md", "report.html", "plots/accuracy.png"}
 
 
@@ -307,3 +308,23 @@ def test_parameterised_rows_show_images_per_class_and_storage(tmp_path):
     assert "| Images per class | Storage ratio |" in md and "| 25 | 0.520 |" in md
     plain = render_run(write_run(tmp_path / "plain", make_results(), with_set=False))["report.md"].read_text()
     assert "Storage ratio" not in plain  # no parameterised set, no extra columns
+
+
+@pytest.mark.skipif(chromium_skip_reason() is not None, reason=str(chromium_skip_reason()))
+def test_browser_check_catches_broken_images_and_console_errors(tmp_path):
+    """The browser check can fail: a missing image and a console error are both reported."""
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><html><head><title>bad</title></head><body><img src="missing.png">'
+                    '<script>console.error("boom")</script></body></html>')
+    seen = inspect_page(page)
+    assert seen.title == "bad" and len(seen.broken_images) == 1
+    assert any("boom" in e for e in seen.errors) and any("missing.png" in e for e in seen.errors)
+
+
+def test_browser_check_without_chromium_is_a_clear_error(tmp_path, monkeypatch):
+    page = tmp_path / "p.html"
+    page.write_text("<html></html>")
+    monkeypatch.setenv("DDEVAL_CHROMIUM", str(tmp_path / "no-such-browser"))
+    assert find_chromium() is None
+    with pytest.raises(DDError, match="apt-get install chromium"):
+        inspect_page(page)
