@@ -23,6 +23,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); results are for sharing
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -31,6 +32,19 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask: from /proc on Linux (no race), else by setting it and putting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -154,3 +154,20 @@ def test_synthetic_set_refuses_pickled_objects(tmp_path, tiny_digits):
 class _Evil:
     def __reduce__(self):
         return (print, ("should never run",))
+
+
+def test_atomic_writes_follow_the_umask_not_mkstemps_0600(tmp_path):
+    """Reports and results are meant to be shared: a written file gets 0666 minus the umask, as open() gives."""
+    import os
+
+    from distillers.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "a.txt", "x")
+        assert (path.stat().st_mode & 0o777) == 0o644
+        os.umask(0o077)
+        path = atomic_write_text(tmp_path / "b.txt", "x")
+        assert (path.stat().st_mode & 0o777) == 0o600
+    finally:
+        os.umask(old)
