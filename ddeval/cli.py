@@ -13,9 +13,12 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from distillers.errors import DDError
+from distillers.errors import DDError, Diverged
+
+if TYPE_CHECKING:
+    from distillers.synthetic import SyntheticSet
 
 EXIT_REGRESSION = 1
 EXIT_USER_ERROR = 2
@@ -171,7 +174,15 @@ class DistillCommand(Command):
             cfg["fast"] = False
         method = distillers.create(args.method, **cfg)
         train, _ = datasets.load(args.dataset, root=args.data_root, download=args.download)
-        syn = method.distill(train, args.ipc, seed=args.seed, device=str(resolve_device(args.device)))
+        try:
+            syn = method.distill(train, args.ipc, seed=args.seed, device=str(resolve_device(args.device)))
+        except Diverged as err:
+            if err.last_good is None:
+                raise
+            kept = Path(f"{Path(args.out)}.diverged")
+            cast("SyntheticSet", err.last_good).save(kept)
+            raise DDError(f"{err} Its synthetic set after iteration {err.iteration - 1} is in {kept}; nothing "
+                          f"was written to {args.out}.") from None
         syn.save(args.out)
         print(f"Saved {len(syn)} images ({args.method}, ipc={args.ipc}, "
               f"{syn.meta['distill_seconds']:.1f} s) to {args.out}")

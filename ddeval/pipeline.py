@@ -26,7 +26,7 @@ from ddeval.schema import METRICS, SCHEMA_VERSION
 from distillers.augment import default_strategy
 from distillers.config import config_dict
 from distillers.data import LabeledData
-from distillers.errors import DDError
+from distillers.errors import DDError, Diverged
 from distillers.methods import config_keys
 from distillers.protocol import resolve_device
 from distillers.synthetic import SyntheticSet
@@ -220,7 +220,7 @@ def _distill_all(suite: Suite, methods: Mapping[str, dict[str, Any]], train: Lab
                 bar.stage(f"distil {name} ipc={ipc} seed={seed}")
                 syn = _load_cached_set(folder, key)
                 if syn is None:
-                    syn = method.distill(train, ipc, seed=seed, device=device, progress=bar.enabled)
+                    syn = _distill_one(method, train, ipc, seed, device, bar.enabled, rd, name)
                     syn.meta["unit_key"] = key
                     syn.save(folder)
                 else:
@@ -229,6 +229,22 @@ def _distill_all(suite: Suite, methods: Mapping[str, dict[str, Any]], train: Lab
                 sets[(name, ipc, seed)] = syn
                 bar.step()
     return sets
+
+
+def _distill_one(method: Any, train: LabeledData, ipc: int, seed: int, device: str, progress: bool, rd: RunDir,
+                 name: str) -> SyntheticSet:
+    """One distillation; at a divergence its last finite set goes to ``diverged/`` (never ``synthetic/``, so
+    a resumed run distils it again) and the run stops with the iteration and that folder in the message."""
+    try:
+        return method.distill(train, ipc, seed=seed, device=device, progress=progress)
+    except Diverged as err:
+        if not isinstance(err.last_good, SyntheticSet):
+            raise
+        folder = rd.path / "diverged" / _set_name(name, ipc, seed)
+        err.last_good.save(folder)
+        raise DDError(f"{name} at ipc {ipc} (seed {seed}): {err} Its synthetic set after iteration "
+                      f"{err.iteration - 1} is in {folder}; finished results are kept, and rerunning the same "
+                      "command after the fix resumes.") from None
 
 
 def _load_cached_set(folder: Path, key: str) -> SyntheticSet | None:

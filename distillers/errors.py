@@ -18,3 +18,17 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean "x"?' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f' Did you mean "{close[0]}"?' if close else ""
+
+
+class Diverged(DDError):
+    """A distillation's loss or synthetic parameters became NaN or Inf at ``iteration`` (1-based) of ``total``.
+
+    ``last_good`` is the synthetic set of the last iteration that was finite (set once the method packaged
+    it), so a long run that diverges late still leaves something to inspect or to restart from.
+    """
+
+    def __init__(self, message: str, iteration: int, total: int, last_good: object = None) -> None:
+        super().__init__(message)
+        self.iteration = iteration
+        self.total = total
+        self.last_good = last_good

@@ -29,7 +29,8 @@ def krr_fit(k_ss: torch.Tensor, y_s: torch.Tensor, reg: float, *, relative: bool
 
     ``relative=True`` uses ``lambda = reg * trace(K_ss) / n`` (KIP's scaling); ``relative=False`` uses
     ``lambda = reg`` (scikit-learn's ``KernelRidge(alpha=reg)``). Solved by Cholesky, falling back to a
-    least-squares solve when the regularised kernel is not numerically positive definite.
+    least-squares solve when the regularised kernel is not numerically positive definite; a kernel with NaN
+    or Inf entries gives NaN coefficients.
     """
     if k_ss.ndim != 2 or k_ss.shape[0] != k_ss.shape[1]:
         raise DDError(f"krr_fit needs a square support kernel, got shape {tuple(k_ss.shape)}.")
@@ -40,6 +41,10 @@ def krr_fit(k_ss: torch.Tensor, y_s: torch.Tensor, reg: float, *, relative: bool
     n = k_ss.shape[0]
     lam = reg * (torch.diagonal(k_ss).sum() / n if relative else 1.0)
     a = k_ss + lam * torch.eye(n, dtype=k_ss.dtype, device=k_ss.device)
+    if not bool(torch.isfinite(a).all()):
+        # Diverged inputs: NaN coefficients make the caller's loss NaN, which its divergence check names
+        # (LAPACK would fail on them with an internal assertion instead).
+        return torch.full_like(y_s, float("nan"))
     chol, info = torch.linalg.cholesky_ex(a)
     if int(info) == 0:
         return torch.cholesky_solve(y_s if y_s.ndim == 2 else y_s[:, None], chol).reshape(y_s.shape)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from distillers.config import build_config, config_dict
 from distillers.data import LabeledData
-from distillers.errors import DDError
+from distillers.errors import DDError, Diverged
 from distillers.memory import PeakMemory
 from distillers.parameterize import Parameterization
 from distillers.synthetic import SyntheticSet, decode
@@ -51,7 +51,9 @@ class Distiller:
         Randomness comes only from ``generator`` (built from ``seed`` when not given), so the same seed gives
         the same synthetic set on the same machine. ``progress=None`` shows a bar only on a terminal. The
         set's metadata records the time taken and the peak memory the distillation added
-        (:class:`distillers.memory.PeakMemory`).
+        (:class:`distillers.memory.PeakMemory`). A loss or synthetic parameter that turns NaN or Inf stops
+        the loop within that iteration and raises :class:`~distillers.errors.Diverged`, whose ``last_good``
+        is the set after the last finite iteration.
         """
         if not isinstance(ipc, int) or isinstance(ipc, bool) or ipc < 1:
             raise DDError(f"ipc (images per class) must be a positive integer, got {ipc!r}.")
@@ -76,6 +78,9 @@ class Distiller:
             "distill_seconds": round(time.perf_counter() - start, 3),
             **memory.result,
         })
+        failure = syn.meta.get("diverged")
+        if failure:  # the loop stopped at a NaN/Inf: hand the last finite set over with the error
+            raise Diverged(failure["message"], failure["iteration"], failure["total"], last_good=syn)
         return syn
 
     def _distill(self, real: LabeledData, ipc: int, generator: torch.Generator, device: torch.device,

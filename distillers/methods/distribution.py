@@ -85,9 +85,9 @@ class DM(Distiller):
         n = param.per_class
         optimizer = torch.optim.SGD(param.learnable(), lr=cfg.lr_img, momentum=cfg.momentum)
         fast = FastPath.resolve(cfg.fast, device, steps=cfg.iterations)
-        log = LossLog(cfg.iterations, f"DM diverged (the loss became NaN or Inf); lower lr_img (now {cfg.lr_img}).")
+        log = LossLog(cfg.iterations, f"DM diverged; lower lr_img (now {cfg.lr_img}).", watch=param.learnable())
         start = time.perf_counter()
-        with self.progress_bar(cfg.iterations, progress, "dm") as bar:
+        with self.progress_bar(cfg.iterations, progress, "dm") as bar, log.guard():
             for _ in range(cfg.iterations):
                 net = build_network(cfg.network, real, draw_seed(generator), cfg.network_args, device)
                 net.train()  # as the authors do; BatchNorm nets then normalise with batch statistics
@@ -217,10 +217,10 @@ class CAFE(Distiller):
         milestones = sorted({int(f * cfg.iterations) for f in cfg.lr_decay_at})
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
         outer, inner = configured_loops(cfg, ipc)
-        log = LossLog(cfg.iterations, f"CAFE diverged (the loss became NaN or Inf); lower lr_img (now {cfg.lr_img}).")
+        log = LossLog(cfg.iterations, f"CAFE diverged; lower lr_img (now {cfg.lr_img}).", watch=params)
         image_steps = net_epochs = 0
         start = time.perf_counter()
-        with self.progress_bar(cfg.iterations, progress, "cafe") as bar:
+        with self.progress_bar(cfg.iterations, progress, "cafe") as bar, log.guard():
             for _ in range(cfg.iterations):
                 net = build_network(cfg.network, real, draw_seed(generator), cfg.network_args, device)
                 if not hasattr(net, "activation_maps"):

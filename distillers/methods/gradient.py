@@ -156,10 +156,10 @@ class DC(Distiller):
         labels = class_labels(k, n).to(device)
         optimizer_img = torch.optim.SGD(params, lr=cfg.lr_img, momentum=cfg.momentum_img)
         fast = FastPath.resolve(cfg.fast, device, steps=cfg.iterations * outer_loop)
-        log = LossLog(cfg.iterations, f"{self.name.upper()} diverged (the matching loss became NaN or Inf); "
-                                      f"lower lr_img (now {cfg.lr_img}) or lr_net (now {cfg.lr_net}).")
+        log = LossLog(cfg.iterations, f"{self.name.upper()} diverged; "
+                                      f"lower lr_img (now {cfg.lr_img}) or lr_net (now {cfg.lr_net}).", watch=params)
         start = time.perf_counter()
-        with self.progress_bar(cfg.iterations, progress, self.name) as bar:
+        with self.progress_bar(cfg.iterations, progress, self.name) as bar, log.guard():
             for iteration in range(cfg.iterations):
                 net = build_network(cfg.network, real, draw_seed(generator), cfg.network_args, device)
                 net.train()
@@ -422,10 +422,10 @@ class IDC(Distiller):
         params, n = param.learnable(), param.per_class
         lr = cfg.lr_img * (ipc / 10 if cfg.scale_lr else 1.0)
         optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum_img)
-        log = LossLog(cfg.iterations, f"IDC diverged (the matching loss became NaN or Inf); lower lr_img (now "
-                                      f"{cfg.lr_img}).")
+        log = LossLog(cfg.iterations, f"IDC diverged; lower lr_img (now "
+                                      f"{cfg.lr_img}).", watch=params)
         start = time.perf_counter()
-        with self.progress_bar(cfg.iterations, progress, self.name) as bar:
+        with self.progress_bar(cfg.iterations, progress, self.name) as bar, log.guard():
             for _ in range(cfg.iterations):
                 net = self._network(real, generator, device)
                 optimizer_net = torch.optim.SGD(net.parameters(), lr=cfg.lr_net, momentum=0.9, weight_decay=5e-4)

@@ -116,10 +116,10 @@ class KIP(Distiller):
         x_real, y_real = real.x.to(device), centred_one_hot(real.y, k).to(device)
         batch = min(cfg.batch_target, len(real))
         kernel = self._kernels(real, generator, device)
-        log = LossLog(cfg.iterations, f"KIP diverged (the loss became NaN or Inf); lower lr_img (now {cfg.lr_img}) "
-                                      f"or raise reg (now {cfg.reg}).")
+        log = LossLog(cfg.iterations, f"KIP diverged; lower lr_img (now {cfg.lr_img}) "
+                                      f"or raise reg (now {cfg.reg}).", watch=[syn, y_syn])
         start = time.perf_counter()
-        with self.progress_bar(cfg.iterations, progress, "kip") as bar:
+        with self.progress_bar(cfg.iterations, progress, "kip") as bar, log.guard():
             for _ in range(cfg.iterations):
                 idx = torch.randperm(len(real), generator=generator)[:batch].to(device)
                 joint = kernel(x_real[idx], syn)  # [(batch + m), m]: target rows, then support rows
@@ -204,10 +204,10 @@ class FRePO(Distiller):
         for slot in range(cfg.pool_size):  # stagger: model i starts i/pool of the way to its reset
             for _ in range(slot * cfg.max_online_updates // cfg.pool_size):
                 pool.train_step(slot, syn.detach(), y_syn.detach(), augment)
-        log = LossLog(cfg.iterations, f"FRePO diverged (NaN or Inf loss); lower lr_img (now {cfg.lr_img}) or raise "
-                                      f"reg (now {cfg.reg}).")
+        log = LossLog(cfg.iterations, f"FRePO diverged; lower lr_img (now {cfg.lr_img}) or raise "
+                                      f"reg (now {cfg.reg}).", watch=[syn, y_syn])
         start = time.perf_counter()
-        with self.progress_bar(cfg.iterations, progress, "frepo") as bar:
+        with self.progress_bar(cfg.iterations, progress, "frepo") as bar, log.guard():
             for _ in range(cfg.iterations):
                 slot = int(torch.randint(cfg.pool_size, (1,), generator=generator))
                 net = pool.models[slot]

@@ -137,11 +137,11 @@ class DD(Distiller):
         fixed_start = flat_params(net)
         x_real, y_real = real.x.to(device), real.y.to(device)
         batch = min(cfg.batch_real, len(real))
-        log = LossLog(iterations, f"DD diverged (NaN or Inf loss); lower lr_img (now {cfg.lr_img}) or lr_init "
-                                  f"(now {cfg.lr_init}).")
+        log = LossLog(iterations, f"DD diverged; lower lr_img (now {cfg.lr_img}) or lr_init "
+                                  f"(now {cfg.lr_init}).", watch=[images, raw_lrs])
         group = images.shape[0] // steps
         start_time = time.perf_counter()
-        with self.progress_bar(iterations, progress, "dd") as bar:
+        with self.progress_bar(iterations, progress, "dd") as bar, log.guard():
             for _ in range(iterations):
                 idx = torch.randperm(len(real), generator=generator)[:batch].to(device)
                 lrs = F.softplus(raw_lrs)
@@ -266,10 +266,10 @@ class LabelDistillation(Distiller):
         net = build_network(cfg.network, real, 0, cfg.network_args, device)
         student = Student(net)
         theta = torch.empty(0)
-        log = LossLog(cfg.iterations, f"Label distillation diverged (NaN or Inf loss); lower lr_label (now "
-                                      f"{cfg.lr_label}) or inner_lr (now {cfg.inner_lr}).")
+        log = LossLog(cfg.iterations, f"Label distillation diverged; lower lr_label (now "
+                                      f"{cfg.lr_label}) or inner_lr (now {cfg.inner_lr}).", watch=[logits])
         start_time = time.perf_counter()
-        with self.progress_bar(cfg.iterations, progress, "label-distillation") as bar:
+        with self.progress_bar(cfg.iterations, progress, "label-distillation") as bar, log.guard():
             for it in range(cfg.iterations):
                 if it % cfg.reset_every == 0:
                     theta = flat_params(build_network(cfg.network, real, draw_seed(generator), cfg.network_args,

@@ -269,10 +269,10 @@ class DPDM(Distiller):
         syn = initial_images(real, ipc, "noise", generator).to(device).requires_grad_(True)
         optimizer = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=cfg.momentum)
         fast = dataclasses.replace(FastPath.resolve(cfg.fast, device, steps=cfg.iterations), compile=False)
-        log = LossLog(cfg.iterations, f"DP-DM diverged (the loss became NaN or Inf); lower lr_img (now {cfg.lr_img}).")
+        log = LossLog(cfg.iterations, f"DP-DM diverged; lower lr_img (now {cfg.lr_img}).", watch=[syn])
         clip: float | None = cfg.max_grad_norm
         start = time.perf_counter()
-        with self.progress_bar(cfg.iterations, progress, self.name) as bar:
+        with self.progress_bar(cfg.iterations, progress, self.name) as bar, log.guard():
             for _ in range(cfg.iterations):
                 net = _network(cfg, real, draw_seed(generator), device)
                 net.train()
@@ -365,7 +365,7 @@ class PSG(DC):
             syn = super()._distill(real, ipc, generator, device, progress)
         finally:
             self._release = None
-        if release.steps != steps:  # pragma: no cover - guards the accounting against a change in DC's loops
+        if release.steps != steps and "diverged" not in syn.meta:  # pragma: no cover - guards the accounting
             raise RuntimeError(f"PSG released {release.steps} gradients but accounted for {steps}.")
         syn.meta["dp"] = dp_meta(cfg, release.noise_multiplier, cfg.max_grad_norm, sampler.sample_rate, steps)
         return syn

@@ -209,10 +209,10 @@ class MTT(Distiller):
         opt_img = torch.optim.SGD([images], lr=cfg.lr_img, momentum=cfg.momentum_img)
         opt_lr = torch.optim.SGD([lr], lr=lr_lr, momentum=0.5)
         batch = min(cfg.batch_syn or images.shape[0], images.shape[0])
-        log = LossLog(cfg.iterations, f"{self.name.upper()} diverged (NaN or Inf loss); lower lr_img (now "
-                                      f"{cfg.lr_img}) or lr_lr (now {lr_lr}).")
+        log = LossLog(cfg.iterations, f"{self.name.upper()} diverged; lower lr_img (now "
+                                      f"{cfg.lr_img}) or lr_lr (now {lr_lr}).", watch=[images, lr])
         start_time = time.perf_counter()
-        with self.progress_bar(cfg.iterations, progress, self.name) as bar:
+        with self.progress_bar(cfg.iterations, progress, self.name) as bar, log.guard():
             for _ in range(cfg.iterations):
                 trajectory = experts[int(torch.randint(len(experts), (1,), generator=generator))]
                 t = int(torch.randint(max_start, (1,), generator=generator))

@@ -314,3 +314,35 @@ def test_a_suite_runs_one_method_under_several_names(tmp_path):
     bad.write_text(suite.read_text().replace("method: dm,", "method: dmm,"))
     with pytest.raises(Exception, match='Unknown method "dmm"'):
         run_suite(str(bad), run_dir=tmp_path / "bad", device="cpu", progress=False)
+
+
+DIVERGING = ["ipc=1", "methods=random,kip", "methods.kip.iterations=50", "methods.kip.lr_img=1e30",
+             "accuracy.epochs=5", "accuracy.eval_seeds=1", "accuracy.full_data=false", "privacy.enabled=false",
+             "nas.enabled=false"]
+
+
+def test_a_diverging_method_stops_the_run_and_keeps_its_last_good_set(tmp_path, capsys):
+    """One clear line naming the iteration and where the last finite set went; finished sets are kept, the
+    diverged one is not passed off as finished (so a resumed run distils it again), and no results.json."""
+    out = tmp_path / "run"
+    argv = ["run", "quickstart", "--out", str(out), "--device", "cpu", *sum((["--set", s] for s in DIVERGING), [])]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[ddeval]")]
+    assert len(err) == 1 and "kip at ipc 1 (seed 0)" in err[0] and "at iteration" in err[0], err
+    assert "lower lr_img" in err[0] and str(out / "diverged" / "kip-ipc1-seed0") in err[0]
+    from distillers.synthetic import SyntheticSet
+
+    kept = SyntheticSet.load(out / "diverged" / "kip-ipc1-seed0")
+    assert bool(torch.isfinite(kept.images).all()) and kept.meta["diverged"]["iteration"] >= 1
+    assert (out / "synthetic" / "random-ipc1-seed0").is_dir()  # finished before the fault: kept
+    assert not (out / "synthetic" / "kip-ipc1-seed0").exists()
+    assert not (out / "results.json").exists()
+
+
+def test_cli_distill_divergence_writes_nothing_to_out(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["distill", "kip", "--ipc", "1", "--set", "iterations=50", "--set", "lr_img=1e30",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "KIP diverged" in err[0] and f"{out}.diverged" in err[0], err
+    assert not out.exists() and Path(f"{out}.diverged", "tensors.pt").is_file()
