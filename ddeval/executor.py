@@ -18,7 +18,7 @@ there itself, so remote machines need the run directory at the same path (a shar
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import multiprocessing
 import os
 import time
@@ -130,7 +130,8 @@ class NNIExecutor:
 
     ``engine``: ``nni-local`` (``concurrency`` trial processes here) or ``nni-remote`` (``remote["machines"]``,
     as for the NAS engines). The units still to do are pickled to ``run_dir/nni-units/``; each trial runs
-    ``python -m ddeval.nni_unit`` on one of them and stores the result in the run directory, so a killed run
+    ``python -m ddeval.nni_unit`` on one of them (after checking its SHA-256 against the digest this process
+    passed it through NNI, so a file swapped in the run directory is never unpickled) and stores the result in the run directory, so a killed run
     resumes like with the local executor. A unit whose trial fails (e.g. an error in the unit) stops the run
     with a message naming the trial logs.
     """
@@ -157,9 +158,13 @@ class NNIExecutor:
         if todo:
             folder = self.run_dir.path / "nni-units"
             (folder / "code").mkdir(parents=True, exist_ok=True)  # the trials' (empty) code directory
+            choices = []
             for key, i in todo.items():
-                atomic_write(folder / f"{key}.pkl", functools.partial(pickle.dump, units[i]))
-            self._run_trials(folder, list(todo))
+                blob = pickle.dumps(units[i])
+                atomic_write(folder / f"{key}.pkl", lambda fh, b=blob: fh.write(b))
+                # the trial unpickles only the bytes this process wrote: it checks their digest first
+                choices.append(f"{key}:{hashlib.sha256(blob).hexdigest()}")
+            self._run_trials(folder, choices)
             for key, i in todo.items():
                 unit = units[i]
                 result = self.run_dir.lookup(unit.kind, unit.spec, computed=True)
@@ -193,7 +198,7 @@ class NNIExecutor:
         config.trial_concurrency = self.concurrency
         config.trial_gpu_number = 0
         config.max_trial_number = len(keys)
-        config.search_space = {"unit": {"_type": "choice", "_value": keys}}
+        config.search_space = {"unit": {"_type": "choice", "_value": keys}}  # "KEY:SHA256" each
         config.tuner = AlgorithmConfig(name="GridSearch")
         port = self.port or engines.free_port()
         with engines.redirected_home(self.run_dir.path / "nni"), engines.sigterm_as_interrupt():

@@ -115,3 +115,34 @@ def test_nni_local_executor_runs_units_as_trials_and_resumes(tmp_path, monkeypat
     with pytest.raises(DDError, match="left no result"):
         NNIExecutor(RunDir(tmp_path / "c"), engine="nni-local").map(units_of(fail_on, [0, 1], keyed=False, bad=1))
     assert RunDir(tmp_path / "c").lookup("test", {"x": 0}) is not None  # the good unit was kept
+
+
+def test_nni_trial_unpickles_only_the_bytes_its_executor_wrote(tmp_path, monkeypatch, capsys):
+    """The trial side of NNIExecutor (no server): it runs a unit whose pickle matches the digest passed with
+    its key, and refuses (exit 2, nothing stored, nothing unpickled) a file swapped in the run directory."""
+    import hashlib
+    import pickle
+
+    nni = pytest.importorskip("nni")
+    from ddeval import nni_unit
+
+    unit = units_of(square, [3])[0]
+    blob = pickle.dumps(unit)
+    folder, run = tmp_path / "nni-units", tmp_path / "run"
+    folder.mkdir()
+    (folder / "k1.pkl").write_bytes(blob)
+    param = {"unit": f"k1:{hashlib.sha256(blob).hexdigest()}"}
+    monkeypatch.setattr(nni, "get_next_parameter", lambda: param)
+    monkeypatch.setattr(nni, "report_final_result", lambda value: None)
+    assert nni_unit.main([str(folder), str(run)]) == 0
+    assert RunDir(run).lookup("test", unit.spec)["value"] == 9
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    (folder / "k1.pkl").write_bytes(pickle.dumps(Boom()))
+    run2 = tmp_path / "run2"
+    assert nni_unit.main([str(folder), str(run2)]) == 2
+    assert "checksum mismatch" in capsys.readouterr().err
+    assert RunDir(run2).lookup("test", unit.spec) is None
