@@ -22,10 +22,12 @@ Every problem a user can fix (missing files, malformed archives, bad labels) rai
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tarfile
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,7 +246,12 @@ def _torchvision_loader(name: str, builder: Callable[[Any, str, bool, bool], tup
             try:
                 if download:
                     root.mkdir(parents=True, exist_ok=True)
-                splits.append(builder(tvd, str(root), train, download))
+                with safe_tar_extraction():
+                    splits.append(builder(tvd, str(root), train, download))
+            except tarfile.FilterError as err:
+                raise DDError(f"The {name} download holds an unsafe archive member ({_one_line(err)}); nothing was "
+                              f"extracted outside {root}. Delete the downloaded archive there and fetch it again "
+                              "from a source you trust.") from None
             except (RuntimeError, OSError, ValueError) as err:
                 what = "download" if download else "read"
                 raise DDError(f"Could not {what} {name} under {root} ({_one_line(err)}); check the network "
@@ -254,6 +261,23 @@ def _torchvision_loader(name: str, builder: Callable[[Any, str, bool, bool], tup
                           NORMALIZATION[name])
 
     return loader
+
+
+@contextlib.contextmanager
+def safe_tar_extraction() -> Iterator[None]:
+    """While inside, tar archives extract with Python's ``data`` filter: no member may land outside the target
+    folder (``..``, absolute paths, links pointing out), be a device file, or keep unsafe permission bits.
+
+    torchvision extracts its downloads with ``TarFile.extractall(path)`` and no filter, which on Python < 3.14
+    trusts the archive's paths; this sets the class default that call falls back to, and restores it after.
+    (``zipfile`` already drops ``..`` and absolute prefixes itself.)
+    """
+    before = tarfile.TarFile.extraction_filter
+    tarfile.TarFile.extraction_filter = staticmethod(tarfile.data_filter)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        tarfile.TarFile.extraction_filter = before  # type: ignore[method-assign]
 
 
 def _one_line(err: BaseException) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 from ddeval.runs import RunDir, unit_key
 from distillers.errors import DDError
-from distillers.io import atomic_write
+from distillers.io import atomic_write_bytes
 
 ENGINES = ("processes", "nni-local", "nni-remote")
 _TRIAL_ENDED = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
@@ -161,7 +161,7 @@ class NNIExecutor:
             choices = []
             for key, i in todo.items():
                 blob = pickle.dumps(units[i])
-                atomic_write(folder / f"{key}.pkl", lambda fh, b=blob: fh.write(b))
+                atomic_write_bytes(folder / f"{key}.pkl", blob)
                 # the trial unpickles only the bytes this process wrote: it checks their digest first
                 choices.append(f"{key}:{hashlib.sha256(blob).hexdigest()}")
             self._run_trials(folder, choices)

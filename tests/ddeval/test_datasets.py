@@ -288,3 +288,30 @@ def test_imagefolder_errors(tmp_path):
     archive.write_bytes(b"")
     with pytest.raises(DDError, match="unpack it first"):
         datasets.load(f"imagefolder:{archive}")
+
+
+def test_download_refuses_archive_members_outside_the_root(tmp_path, monkeypatch):
+    """torchvision extracts downloads with an unfiltered extractall; ours run under the tar "data" filter,
+    so a member such as ../../escaped.txt ends the load with one clear error and writes nothing outside."""
+    import io
+    import shutil
+    import tarfile
+
+    import torchvision.datasets.utils as tvu
+
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        data = b"owned"
+        info = tarfile.TarInfo("../../escaped.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    def fake_download(url, root, filename=None, md5=None, **kwargs):  # no network: the "download" is the tar
+        shutil.copy(evil, Path(root) / (filename or "archive.tar.gz"))
+
+    monkeypatch.setattr(tvu, "download_url", fake_download)
+    root = tmp_path / "a" / "b"
+    with pytest.raises(DDError, match="unsafe archive member"):
+        datasets.load("cifar10", root=root, download=True)
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert tarfile.TarFile.extraction_filter is None  # the default is restored after the load
