@@ -233,24 +233,48 @@ class Suite:
 
 # ---------------------------------------------------------------------------------------------- variants
 VARIANT_KEY = "method"
+BY_IPC_KEY = "by_ipc"
 """A suite entry may run a registered method under another name, e.g. ``dm-haba: {method: dm,
 parameterization: haba}``, so one method can appear with several configs (parameterisations, budgets)."""
 
 
-def split_variant(name: str, cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(registered method, config without the variant key) of suite entry ``name``."""
+def split_variant(name: str, cfg: Mapping[str, Any], ipc: int | None = None) -> tuple[str, dict[str, Any]]:
+    """(registered method, its config) of suite entry ``name`` at ``ipc``.
+
+    Drops the variant key, and the ``by_ipc`` table of per-ipc overrides after applying the one for ``ipc``
+    (``mtt: {iterations: 200, by_ipc: {10: {syn_steps: 10}}}``: the authors tune several methods per ipc).
+    """
     rest = dict(cfg)
     base = rest.pop(VARIANT_KEY, name)
     check(isinstance(base, str) and bool(base),
           f"methods.{name}.{VARIANT_KEY} must name a registered method, got {base!r}.")
+    table = rest.pop(BY_IPC_KEY, None) or {}
+    check(isinstance(table, Mapping) and all(isinstance(v, Mapping) for v in table.values()),
+          f"methods.{name}.{BY_IPC_KEY} must map an ipc to a mapping of config overrides, e.g. "
+          f"{{10: {{iterations: 100}}}}; got {table!r}.")
+    by_ipc: dict[int, Mapping[str, Any]] = {}
+    for key, overrides in table.items():
+        check(is_int(key) or (isinstance(key, str) and key.isdigit()),
+              f"methods.{name}.{BY_IPC_KEY} keys must be ipc values (positive integers), got {key!r}.")
+        check(VARIANT_KEY not in overrides and BY_IPC_KEY not in overrides,
+              f"methods.{name}.{BY_IPC_KEY}.{key} may not set {VARIANT_KEY!r} or nest {BY_IPC_KEY!r}.")
+        by_ipc[int(key)] = overrides
+    if ipc is not None:
+        rest.update(by_ipc.get(ipc, {}))
     return base, rest
 
 
-def create_method(name: str, cfg: Mapping[str, Any]) -> Any:
-    """The distiller of suite entry ``name`` (a registered method, or a variant naming one)."""
+def ipc_overrides(name: str, cfg: Mapping[str, Any]) -> list[int]:
+    """The ipc values that suite entry ``name`` has ``by_ipc`` overrides for."""
+    table = cfg.get(BY_IPC_KEY) or {}
+    return sorted(int(k) for k in table) if isinstance(table, Mapping) else []
+
+
+def create_method(name: str, cfg: Mapping[str, Any], ipc: int | None = None) -> Any:
+    """The distiller of suite entry ``name`` (a registered method, or a variant naming one) at ``ipc``."""
     import distillers
 
-    base, rest = split_variant(name, cfg)
+    base, rest = split_variant(name, cfg, ipc)
     return distillers.create(base, **rest)
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 import distillers
 from ddeval import datasets
 from ddeval.accuracy import evaluate_over_seeds, mean_std, recipe, set_recipe
-from ddeval.config import Suite, create_method, load_suite, split_variant
+from ddeval.config import Suite, create_method, ipc_overrides, load_suite, split_variant
 from ddeval.runs import RunDir, now_iso, unit_key
 from ddeval.schema import METRICS, SCHEMA_VERSION
 from distillers.augment import default_strategy
@@ -134,7 +134,12 @@ def _resolved_methods(suite: Suite) -> dict[str, dict[str, Any]]:
             cfg.setdefault("network_args", dict(suite.network_args))
         if "fast" in fields:
             cfg.setdefault("fast", suite.fast)
-        create_method(name, cfg)
+        extra = [k for k in ipc_overrides(name, cfg) if k not in suite.ipc]
+        if extra:
+            raise DDError(f"methods.{name}.by_ipc has overrides for ipc {extra}, which the suite does not run "
+                          f"(ipc: {list(suite.ipc)}); add the ipc to the suite or drop the overrides.")
+        for ipc in suite.ipc:
+            create_method(name, cfg, ipc)
     return methods
 
 
@@ -211,7 +216,7 @@ def _distill_all(suite: Suite, methods: Mapping[str, dict[str, Any]], train: Lab
     sets = {}
     for ipc in suite.ipc:
         for name, cfg in methods.items():
-            method = create_method(name, cfg)
+            method = create_method(name, cfg, ipc)
             for seed in seeds:
                 spec = {"method": name, "config": config_dict(method.config), "ipc": ipc, "seed": seed,
                         "data": train.fingerprint(), "version": distillers.__version__}

@@ -61,7 +61,7 @@ def _targets(suite: Suite, methods: Mapping[str, Mapping[str, Any]], strategy: s
         for name in attacked:
             out.append({"label": name, "title": f"{name} ipc={ipc}", "ipc": ipc, "recipe": train_recipe.__dict__,
                         "target": {"kind": "method", "name": split_variant(name, methods[name])[0],
-                                   "config": _method_config(name, methods[name]), "ipc": ipc}})
+                                   "config": _method_config(name, methods[name], ipc), "ipc": ipc}})
     if pcfg.full_data:
         out.append({"label": "full-data", "title": "full-data", "ipc": None, "recipe": full_recipe.__dict__,
                     "target": {"kind": "full-data"}})
@@ -71,10 +71,10 @@ def _targets(suite: Suite, methods: Mapping[str, Mapping[str, Any]], strategy: s
     return out
 
 
-def _method_config(name: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def _method_config(name: str, cfg: Mapping[str, Any], ipc: int) -> dict[str, Any]:
     from distillers.config import config_dict
 
-    return config_dict(create_method(name, cfg).config)
+    return config_dict(create_method(name, cfg, ipc).config)
 
 
 def evaluate_privacy(suite: Suite, methods: Mapping[str, Mapping[str, Any]],
@@ -251,10 +251,11 @@ def _audit_jobs(suite: Suite, methods: Mapping[str, Mapping[str, Any]], targets:
         if t["target"]["kind"] == "dp-sgd" and (not wanted or "dp-sgd" in wanted):
             jobs.append((t["label"], "dp-sgd", {**t["target"]["dp"], **acfg.config.get("dp-sgd", {})}))
     for name, entry_cfg in methods.items():
-        base, method_cfg = split_variant(name, entry_cfg)
+        audited_ipc = max(suite.privacy.ipc or suite.ipc)  # audit the set size that is attacked
+        base, method_cfg = split_variant(name, entry_cfg, audited_ipc)
         if is_dp_method(base) and (not wanted or name in wanted):
             own = {k: v for k, v in method_cfg.items() if k not in setup_keys}
-            own["ipc"] = max(suite.privacy.ipc or suite.ipc)  # audit the set size that is attacked
+            own["ipc"] = audited_ipc
             jobs.append((name, base, {**own, **acfg.config.get(name, {})}))
     return jobs
 

@@ -346,3 +346,37 @@ def test_cli_distill_divergence_writes_nothing_to_out(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "KIP diverged" in err[0] and f"{out}.diverged" in err[0], err
     assert not out.exists() and Path(f"{out}.diverged", "tensors.pt").is_file()
+
+
+def test_per_ipc_overrides_apply_to_their_ipc_only(tmp_path):
+    """methods.X.by_ipc: a budget per ipc (as the authors tune MTT); other ipcs keep their finished sets."""
+    base = ["ipc=1,2", "methods=dm", "methods.dm.iterations=3", "methods.dm.batch_real=8", "network=convnet-d2",
+            "network_args.width=8", "accuracy.epochs=2", "accuracy.eval_seeds=1", "accuracy.networks=mlp",
+            "accuracy.full_data=false", "privacy.enabled=false", "nas.enabled=false"]
+    plain = run_suite("quickstart", overrides=base, run_dir=tmp_path / "a", device="cpu", progress=False)
+    tuned = run_suite("quickstart", overrides=[*base, "methods.dm.by_ipc.2.iterations=5"],
+                      run_dir=tmp_path / "b", device="cpu", progress=False)
+    budget = {r["ipc"]: r["method_config"]["iterations"] for r in tuned["accuracy"]["rows"] if r["method"] == "dm"}
+    assert budget == {1: 3, 2: 5}
+    from distillers.synthetic import SyntheticSet
+
+    key = {run: {ipc: SyntheticSet.load(tmp_path / run / "synthetic" / f"dm-ipc{ipc}-seed0").meta["unit_key"]
+                 for ipc in (1, 2)} for run in ("a", "b")}
+    assert key["a"][1] == key["b"][1] and key["a"][2] != key["b"][2]
+    assert plain["accuracy"]["rows"][0]["method_config"]["iterations"] == 3
+
+
+@pytest.mark.parametrize("override, message", [
+    ("methods.dm.by_ipc.10.iterations=5", "does not run"),
+    ("methods.dm.by_ipc.x.iterations=5", "keys must be ipc values"),
+    ("methods.dm.by_ipc.1=5", "must map an ipc to a mapping"),
+    ("methods.dm.by_ipc.1.method=dc", "may not set"),
+    ("methods.dm.by_ipc.1.bogus=5", 'Unknown key "bogus"'),
+])
+def test_per_ipc_override_errors(override, message, tmp_path):
+    from distillers.errors import DDError
+
+    with pytest.raises(DDError, match=message):
+        run_suite("quickstart", overrides=["ipc=1", "methods=dm", override], run_dir=tmp_path / "r", device="cpu",
+                  progress=False)
+    assert not (tmp_path / "r" / "results.json").exists()
