@@ -24,7 +24,7 @@ OUT = ROOT / "reports" / "mnist"
 def budget(row: dict) -> str:
     cfg = row.get("method_config") or {}
     parts = [f"{k}={cfg[k]}" for k in ("iterations", "batch_real", "outer_loop", "inner_loop", "embed_epochs",
-                                        "syn_steps", "lr_img", "init_mode", "kernel", "pool_size")
+                                        "syn_steps", "batch_syn", "lr_img", "init_mode", "kernel", "pool_size")
              if cfg.get(k) is not None]
     if cfg.get("parameterization") not in (None, "pixels"):
         args = ", ".join(f"{k}={v}" for k, v in (cfg.get("parameterization_args") or {}).items())
