@@ -173,6 +173,10 @@ class DistillCommand(Command):
         if not args.fast and "fast" in config_keys(args.method):
             cfg["fast"] = False
         method = distillers.create(args.method, **cfg)
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise DDError(f"--out {out} is a file, not a folder; give a folder for the synthetic set (a set "
+                          "already in it is replaced).")
         train, _ = datasets.load(args.dataset, root=args.data_root, download=args.download)
         try:
             syn = method.distill(train, args.ipc, seed=args.seed, device=str(resolve_device(args.device)))

@@ -41,6 +41,10 @@ class AccuracyConfig:
 
     def __post_init__(self) -> None:
         check(len(self.networks) >= 1, "accuracy.networks needs at least one network name.")
+        from distillers.networks import NETWORKS
+
+        for name in self.networks:
+            NETWORKS.get(name)  # an unknown name fails here, with a did-you-mean, not hours into a run
         check(self.eval_seeds >= 1, f"accuracy.eval_seeds must be >= 1, got {self.eval_seeds}.")
         check(self.epochs >= 1, f"accuracy.epochs must be >= 1, got {self.epochs}.")
         check(self.full_data_epochs >= 1, f"accuracy.full_data_epochs must be >= 1, got {self.full_data_epochs}.")
@@ -223,6 +227,10 @@ class Suite:
         check(self.distill_seeds >= 1, f"distill_seeds must be >= 1, got {self.distill_seeds}.")
         check(isinstance(self.fast, bool), f"fast must be true or false, got {self.fast!r}.")
         check(len(self.methods) >= 1, "methods needs at least one method name.")
+        if self.network is not None:  # checked even when no listed method distils with a network
+            from distillers.methods.common import check_network
+
+            check_network(self.network, self.network_args)
         for name, cfg in self.methods.items():
             check(isinstance(cfg, Mapping),
                   f"methods.{name} must be a mapping of that method's config keys (or {{}}), got {cfg!r}.")
@@ -308,11 +316,16 @@ def _read_yaml_with_includes(path: Path, seen: tuple[Path, ...]) -> dict[str, An
     if resolved in seen:
         raise DDError(f"Suite {path} includes itself (include cycle); remove the cycle.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise DDError(f"Suite {path} is not valid YAML{where}; fix the syntax.") from None
+    except UnicodeDecodeError:
+        raise DDError(f"Suite {path} is not a text file; give a YAML suite.") from None
+    if data is None:  # an empty file must not silently run the defaults
+        raise DDError(f"Suite {path} is empty; write its keys (name, dataset, methods, ...) or name a packaged "
+                      f"suite ({', '.join(PACKAGED_SUITES)}).")
     if not isinstance(data, dict):
         raise DDError(f"Suite {path} must be a YAML mapping of keys (name, dataset, methods, ...).")
     include = data.pop("include", None)

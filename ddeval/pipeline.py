@@ -27,9 +27,10 @@ from distillers.augment import default_strategy
 from distillers.config import config_dict
 from distillers.data import LabeledData
 from distillers.errors import DDError, Diverged
+from distillers.io import sha256_file
 from distillers.methods import config_keys
 from distillers.protocol import resolve_device
-from distillers.synthetic import SyntheticSet
+from distillers.synthetic import META_FILE, TENSORS_FILE, SyntheticSet
 
 BASELINES = ("random", "noise")
 
@@ -66,13 +67,15 @@ def run_suite(source: str | Path | Mapping[str, Any] | None = None, *, overrides
     suite = load_suite(source, overrides)
     dev = str(resolve_device(device))
     methods = _resolved_methods(suite)
-    rd = RunDir(run_dir or default_run_dir(suite))
-    rd.write_config(suite.to_dict())
     started, t0 = now_iso(), time.perf_counter()
     if progress is None:
         progress = sys.stderr.isatty()
     train, test = datasets.load(suite.dataset, root=suite.data_root, download=suite.download)
     _validate_plan(suite, methods, train)
+    # The run directory appears only once the suite, its data and its plan are known to be good, so a
+    # mistake leaves nothing behind (and never overwrites the config.yaml of a run being resumed).
+    rd = RunDir(run_dir or default_run_dir(suite))
+    rd.write_config(suite.to_dict())
 
     distill_seeds = [suite.seed + i for i in range(suite.distill_seeds)]
     eval_seeds = [1000 + suite.seed + i for i in range(suite.accuracy.eval_seeds)]
@@ -230,6 +233,8 @@ def _distill_all(suite: Suite, methods: Mapping[str, dict[str, Any]], train: Lab
                     syn.save(folder)
                 else:
                     rd.reused += 1
+                for file in (TENSORS_FILE, META_FILE):
+                    rd.artefacts[f"synthetic/{folder.name}/{file}"] = sha256_file(folder / file)
                 rd.unit_seconds += float(syn.meta.get("distill_seconds") or 0.0)
                 sets[(name, ipc, seed)] = syn
                 bar.step()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ddeval.schema import METRICS, validate
-from distillers.errors import DDError
+from distillers.errors import DDError, did_you_mean
 from distillers.io import atomic_write_json
 
 BASELINE_KIND = "ddeval-baseline"
@@ -215,6 +215,9 @@ def parse_tolerance(text: str) -> tuple[str, Tolerance]:
     if not sep or not name or not value:
         raise DDError(f'--tolerance "{text}" must look like METRIC=VALUE, e.g. accuracy=0.01, accuracy=5% or '
                       "distill_seconds=off.")
+    if name not in METRICS:
+        raise DDError(f'--tolerance "{text}": unknown metric "{name}".{did_you_mean(name, METRICS)} Metrics: '
+                      f"{', '.join(METRICS)}.")
     if value.lower() == "off":
         return name, Tolerance(gate=False)
     abs_tol = rel_tol = 0.0

@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from distillers.errors import DDError
-from distillers.io import atomic_write, atomic_write_json, atomic_write_text
+from distillers.io import atomic_write, atomic_write_json, atomic_write_text, sha256_file
 
 TRACKED_PACKAGES = ("ddeval", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "opacus", "nni",
                     "matplotlib")
@@ -36,12 +36,9 @@ def unit_key(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _result_digest(result: Any) -> str:
+    """SHA-256 of a unit result's canonical JSON (sorted keys), stored with it and checked on reuse."""
+    return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
 
 
 def now_iso() -> str:
@@ -64,6 +61,8 @@ class RunDir:
         self.computed = 0
         self.unit_seconds = 0.0  # compute time of every unit this run used, including ones reused from the cache
         self.timings: dict[str, float] = {}
+        # every artefact this run's results rest on -> its SHA-256 (each is also checked when reused)
+        self.artefacts: dict[str, str] = {}
 
     # ------------------------------------------------------------------ units
     def unit_path(self, kind: str, key: str) -> Path:
@@ -89,20 +88,27 @@ class RunDir:
         if not path.is_file():
             return None
         try:
-            stored = json.loads(path.read_text())
+            blob = path.read_bytes()
+            stored = json.loads(blob)
             if stored.get("spec_key") != key:
                 return None
             result = stored["result"]
+            digest = stored.get("result_sha256")  # absent in units written before checksums were recorded
+            if digest is not None and digest != _result_digest(result):
+                return None  # edited or damaged in place: recompute the unit
             # units written before "seconds" was recorded: their own timing, where the result has one
             seconds = float(stored.get("seconds") or result.get("seconds") or 0.0)
             if stored.get("arrays"):
                 arrays_path = path.with_suffix(".npz")
-                if _sha256(arrays_path) != stored["arrays"]["sha256"]:
+                if sha256_file(arrays_path) != stored["arrays"]["sha256"]:
                     return None  # the arrays were damaged or replaced: recompute the unit
                 with np.load(arrays_path, allow_pickle=False) as npz:
                     result = {**result, "arrays": {name: npz[name] for name in npz.files}}
-        except (OSError, ValueError, json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
             return None  # damaged cache entry: recompute it
+        self.artefacts[f"units/{path.name}"] = hashlib.sha256(blob).hexdigest()
+        if stored.get("arrays"):
+            self.artefacts[f"units/{path.with_suffix('.npz').name}"] = stored["arrays"]["sha256"]
         if computed:
             self.computed += 1
             self.timings[kind] = self.timings.get(kind, 0.0) + seconds
@@ -121,8 +127,10 @@ class RunDir:
         self.unit_seconds += seconds
         arrays = result.get("arrays")
         payload = {k: v for k, v in result.items() if k != "arrays"}
+        payload = json.loads(json.dumps(payload, default=str))  # exactly what lookup() will read back
         entry: dict[str, Any] = {"spec_key": key, "kind": kind, "spec": json.loads(json.dumps(spec, default=str)),
-                                 "seconds": round(seconds, 3), "result": payload}
+                                 "seconds": round(seconds, 3), "result": payload,
+                                 "result_sha256": _result_digest(payload)}
         if arrays:
             arrays_path = path.with_suffix(".npz")
 
@@ -132,8 +140,11 @@ class RunDir:
                 np.savez(fh, **named)
 
             atomic_write(arrays_path, write_npz)
-            entry["arrays"] = {"file": arrays_path.name, "names": sorted(arrays), "sha256": _sha256(arrays_path)}
+            entry["arrays"] = {"file": arrays_path.name, "names": sorted(arrays), "sha256": sha256_file(arrays_path)}
         atomic_write_json(path, entry)
+        self.artefacts[f"units/{path.name}"] = sha256_file(path)
+        if arrays:
+            self.artefacts[f"units/{path.with_suffix('.npz').name}"] = entry["arrays"]["sha256"]
         self.computed += 1
         return result
 
@@ -158,6 +169,7 @@ class RunDir:
             "seeds": dict(seeds),
             "timings_seconds": {k: round(v, 3) for k, v in self.timings.items()},
             "units": {"computed": self.computed, "reused": self.reused},
+            "artefacts": dict(sorted(self.artefacts.items())),
             **dict(extra or {}),
         }
 

@@ -13,6 +13,7 @@ and decodes the images on load, on the CPU, exactly as when it was made.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -23,7 +24,7 @@ import torch
 
 from distillers.data import LabeledData
 from distillers.errors import DDError
-from distillers.io import atomic_write, atomic_write_json
+from distillers.io import atomic_write, atomic_write_json, sha256_file
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "tensors.pt"
@@ -126,7 +127,8 @@ class SyntheticSet:
             tensors.update({COMPACT_PREFIX + k: v for k, v in self.compact.items()})
         buffer = io.BytesIO()
         torch.save(tensors, buffer)
-        atomic_write(folder / TENSORS_FILE, lambda fh: fh.write(buffer.getvalue()))
+        blob = buffer.getvalue()
+        atomic_write(folder / TENSORS_FILE, lambda fh: fh.write(blob))
         meta = {
             "format_version": FORMAT_VERSION,
             "classes": list(self.classes),
@@ -138,6 +140,9 @@ class SyntheticSet:
             "soft_labels": self.soft_labels,
             "label_loss": self.label_loss,
             "meta": self.meta,
+            # written after tensors.pt and checked on load: a tensors.pt that is not the one this meta.json
+            # describes (a half-finished overwrite, a damaged or swapped file) is refused, never used
+            "tensors_sha256": hashlib.sha256(blob).hexdigest(),
         }
         if self.parameterization is not None:
             meta["parameterization"] = self.parameterization
@@ -161,6 +166,10 @@ class SyntheticSet:
         version = meta.get("format_version") if isinstance(meta, dict) else None
         if version != FORMAT_VERSION:
             raise DDError(f"{meta_path} has format_version {version!r}; this version reads {FORMAT_VERSION}.")
+        digest = meta.get("tensors_sha256")  # absent in sets written before checksums were recorded
+        if digest is not None and sha256_file(tensors_path) != digest:
+            raise DDError(f"{tensors_path} does not match the checksum in {meta_path} (damaged, truncated or "
+                          "replaced); re-create the synthetic set.")
         try:
             tensors = torch.load(tensors_path, map_location="cpu", weights_only=True)
         except Exception as err:  # truncated file, wrong format, or an object weights_only refuses
@@ -169,16 +178,34 @@ class SyntheticSet:
         spec = meta.get("parameterization")
         if not isinstance(tensors, dict) or "labels" not in tensors or (spec is None and "images" not in tensors):
             raise DDError(f"{tensors_path} lacks the 'images' and 'labels' tensors; re-create the synthetic set.")
+        if not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+            raise DDError(f"{tensors_path} holds something other than tensors; re-create the synthetic set.")
+        if spec is None and not tensors["images"].is_floating_point():
+            raise DDError(f"{tensors_path} stores {tensors['images'].dtype} images; a synthetic set stores "
+                          "floating-point images normalised with the data set's mean and std: convert and "
+                          "re-save it (SyntheticSet(images.float(), ...).save).")
+        missing = [key for key in ("classes", "mean", "std") if key not in meta]
+        if missing:
+            raise DDError(f"{meta_path} lacks the key {missing[0]!r}; re-create the synthetic set.")
+        for key in ("classes", "mean", "std"):
+            if not isinstance(meta[key], list):
+                raise DDError(f"{meta_path}: {key!r} must be a list, got {meta[key]!r}; re-create the synthetic set.")
+        if not isinstance(meta.get("meta") or {}, dict):
+            raise DDError(f"{meta_path}: 'meta' must be an object; re-create the synthetic set.")
         compact = None
-        if spec is not None:
-            compact = {k[len(COMPACT_PREFIX):]: v for k, v in tensors.items() if k.startswith(COMPACT_PREFIX)}
-            tensors["images"] = decode(spec, compact)
-        try:
+        try:  # everything below reads values from the files: any failure is the file's, said in one line
+            if spec is not None:
+                compact = {k[len(COMPACT_PREFIX):]: v for k, v in tensors.items() if k.startswith(COMPACT_PREFIX)}
+                tensors["images"] = decode(spec, compact)
             return cls(tensors["images"], tensors["labels"], classes=meta["classes"], mean=meta["mean"],
                        std=meta["std"], lr=meta.get("lr"), meta=meta.get("meta") or {},
                        label_loss=meta.get("label_loss", "ce"), parameterization=spec, compact=compact)
-        except KeyError as err:
-            raise DDError(f"{meta_path} lacks the key {err}; re-create the synthetic set.") from None
+        except DDError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a malformed file may fail anywhere in decoding or checks
+            detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            raise DDError(f"{folder} is not a valid synthetic set ({type(err).__name__}: {detail}); re-create "
+                          "it.") from None
 
     # ------------------------------------------------------------------ checks
     def _validate(self) -> None:

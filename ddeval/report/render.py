@@ -21,6 +21,7 @@ from typing import Any
 
 from ddeval.nas.ranking import by_spearman
 from ddeval.report import plots
+from ddeval.schema import SCHEMA_VERSION
 from distillers.errors import DDError
 from distillers.io import atomic_write_text
 from distillers.synthetic import SyntheticSet
@@ -196,6 +197,9 @@ def render_run(run_dir: str | Path) -> dict[str, Path]:
     """
     run_dir = Path(run_dir)
     results = load_json(run_dir / RESULTS_FILE, required=True)
+    if "schema_version" in results and results["schema_version"] != SCHEMA_VERSION:  # never guess at another version
+        raise DDError(f"{run_dir / RESULTS_FILE} has schema_version {results.get('schema_version')!r}; this ddeval "
+                      f"renders version {SCHEMA_VERSION}: re-run the suite with it to rewrite the file.")
     # results.json carries its provenance; runs written before it did have it only in manifest.json
     manifest = results.get("provenance") or load_json(run_dir / MANIFEST_FILE, required=False)
     writer = PlotWriter(run_dir)
