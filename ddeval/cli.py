@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from ddeval.entry import EXIT_INTERRUPTED, INTERRUPTED
 from distillers.errors import DDError, Diverged
 
 if TYPE_CHECKING:
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
 EXIT_REGRESSION = 1
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 class Command:
@@ -450,8 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("\ninterrupted: finished units are kept; rerun the same command (same --out) to resume.",
-              file=sys.stderr)
+        print("\n" + INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -475,4 +474,6 @@ def _terminate_as_interrupt() -> Any:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ddeval.entry import main as entry_main
+
+    sys.exit(entry_main())

@@ -75,6 +75,7 @@ def run_suite(source: str | Path | Mapping[str, Any] | None = None, *, overrides
     # The run directory appears only once the suite, its data and its plan are known to be good, so a
     # mistake leaves nothing behind (and never overwrites the config.yaml of a run being resumed).
     rd = RunDir(run_dir or default_run_dir(suite))
+    rd.remove_stale_temporaries()  # left by a run killed mid-write (SIGKILL, power loss); never results
     rd.write_config(suite.to_dict())
 
     distill_seeds = [suite.seed + i for i in range(suite.distill_seeds)]
@@ -231,6 +232,7 @@ def _distill_all(suite: Suite, methods: Mapping[str, dict[str, Any]], train: Lab
                     syn = _distill_one(method, train, ipc, seed, device, bar.enabled, rd, name)
                     syn.meta["unit_key"] = key
                     syn.save(folder)
+                    rd.computed += 1
                 else:
                     rd.reused += 1
                 for file in (TENSORS_FILE, META_FILE):

@@ -64,6 +64,22 @@ class RunDir:
         # every artefact this run's results rest on -> its SHA-256 (each is also checked when reused)
         self.artefacts: dict[str, str] = {}
 
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporary files a killed earlier run left mid-write (``.NAME.*.tmp`` from atomic writes).
+
+        Called by the main job before any work starts, never by unit workers (their writes may be in flight).
+        Such files were never renamed into place, so no result rests on them. Returns how many were removed.
+        """
+        removed = 0
+        for folder in (self.path, self.path / "units", *sorted((self.path / "synthetic").glob("*/"))):
+            for tmp in folder.glob(".*.tmp"):
+                try:
+                    tmp.unlink()
+                    removed += 1
+                except OSError:
+                    pass
+        return removed
+
     # ------------------------------------------------------------------ units
     def unit_path(self, kind: str, key: str) -> Path:
         return self.path / "units" / f"{kind}-{key}.json"

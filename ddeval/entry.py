@@ -1,0 +1,35 @@
+"""The ``ddeval`` command's entry point, kept free of heavy imports.
+
+Importing the CLI loads torch (seconds). An interrupt (Ctrl-C, SIGTERM) that lands then, or while the
+arguments are parsed, must end as quietly as one during the work: one line and exit code 130, no traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+EXIT_INTERRUPTED = 130  # the same as ddeval.cli.EXIT_INTERRUPTED (checked by a test)
+INTERRUPTED = "interrupted: finished units are kept; rerun the same command (same --out) to resume."
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; an interrupt before the CLI's own handling starts ends with :data:`EXIT_INTERRUPTED`."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        from ddeval.cli import main as cli_main
+
+        return cli_main(argv)
+    except KeyboardInterrupt:
+        print("\n" + INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
