@@ -8,6 +8,7 @@ one ``error:`` line naming the fix; 130 interrupted (rerun the same command with
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import signal
@@ -456,6 +457,14 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {err.filename}" if err.filename else ""
+        print(f"error: no space left on the disk{where}: free some space or pass another --out; every file"
+              " written before is intact and finished units are kept, so rerun the same command to resume.",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
