@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from ddeval.entry import EXIT_INTERRUPTED, INTERRUPTED
+from ddeval.entry import EXIT_INTERRUPTED, INTERRUPTED, terminate_as_interrupt
 from distillers.errors import DDError, Diverged
 
 if TYPE_CHECKING:
@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     os.environ.setdefault("DDEVAL_COMMAND", "ddeval " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
-    previous = _terminate_as_interrupt()
+    previous = terminate_as_interrupt()
     try:
         return args.handler.run(args)
     except DDError as err:
@@ -468,18 +468,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _terminate_as_interrupt() -> Any:
-    """Treat SIGTERM like Ctrl-C so cleanup (``finally`` blocks, NNI's stop) runs; returns the old handler."""
-    try:
-        return signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
-        return None
 
 
 if __name__ == "__main__":

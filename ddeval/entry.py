@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import Any
 
-EXIT_INTERRUPTED = 130  # the same as ddeval.cli.EXIT_INTERRUPTED (checked by a test)
+EXIT_INTERRUPTED = 130  # also ddeval.cli's code for an interrupt
 INTERRUPTED = "interrupted: finished units are kept; rerun the same command (same --out) to resume."
 
 
@@ -17,12 +18,17 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def terminate_as_interrupt() -> Any:
+    """Treat SIGTERM like Ctrl-C so cleanup (``finally`` blocks, NNI's stop) runs; returns the old handler."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread (e.g. called from a worker): leave signals alone
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; an interrupt before the CLI's own handling starts ends with :data:`EXIT_INTERRUPTED`."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        previous = None
+    previous = terminate_as_interrupt()
     try:
         from ddeval.cli import main as cli_main
 
