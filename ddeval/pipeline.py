@@ -24,7 +24,7 @@ from ddeval.config import Suite, create_method, ipc_overrides, load_suite, split
 from ddeval.runs import RunDir, now_iso, unit_key
 from ddeval.schema import METRICS, SCHEMA_VERSION
 from distillers.augment import default_strategy
-from distillers.config import config_dict
+from distillers.config import config_dict, key_dict
 from distillers.data import LabeledData
 from distillers.errors import DDError, Diverged
 from distillers.io import sha256_file
@@ -222,7 +222,7 @@ def _distill_all(suite: Suite, methods: Mapping[str, dict[str, Any]], train: Lab
         for name, cfg in methods.items():
             method = create_method(name, cfg, ipc)
             for seed in seeds:
-                spec = {"method": name, "config": config_dict(method.config), "ipc": ipc, "seed": seed,
+                spec = {"method": name, "config": key_dict(method.config), "ipc": ipc, "seed": seed,
                         "data": train.fingerprint(), "version": distillers.__version__}
                 key = unit_key(spec)
                 folder = rd.path / "synthetic" / _set_name(name, ipc, seed)

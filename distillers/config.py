@@ -53,6 +53,17 @@ def config_dict(config: Any) -> dict[str, Any]:
     return _jsonable(dataclasses.asdict(config))
 
 
+# Field metadata marking a setting that cannot change a method's result (a safety check, a cache folder), so
+# runs key their units without it: a new such setting, or a different value, still reuses finished work.
+NOT_IN_KEY = {"key": False}
+
+
+def key_dict(config: Any) -> dict[str, Any]:
+    """:func:`config_dict` without the fields marked :data:`NOT_IN_KEY`: what a result's content key hashes."""
+    skip = {f.name for f in dataclasses.fields(config) if f.metadata.get("key", True) is False}
+    return {k: v for k, v in config_dict(config).items() if k not in skip}
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}

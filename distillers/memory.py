@@ -27,6 +27,9 @@ import torch
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+_MEMINFO = Path("/proc/meminfo")
+_CGROUP = Path("/sys/fs/cgroup")
+_PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 def _status_kb(field: str) -> int | None:
@@ -97,4 +100,52 @@ class PeakMemory:
                            "peak_rss_mb": round(peak_kb / 1024, 1), "memory_kind": "process RSS (VmHWM)"}
 
 
-__all__ = ["PeakMemory"]
+def _cgroup_headroom() -> int | None:
+    """Bytes left under this process's cgroup memory limit (a container's, v2 or v1), or None if unlimited."""
+    candidates = []
+    try:
+        for line in _PROC_CGROUP.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            relative = path.strip().lstrip("/")
+            if controllers == "":  # v2
+                candidates += [(_CGROUP / relative, "memory.max", "memory.current"),
+                               (_CGROUP, "memory.max", "memory.current")]
+            elif "memory" in controllers.split(","):  # v1 (the mount may already be the container's group)
+                candidates += [(_CGROUP / "memory" / relative, "memory.limit_in_bytes", "memory.usage_in_bytes"),
+                               (_CGROUP / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes")]
+    except (OSError, ValueError):
+        return None
+    for folder, limit_name, usage_name in candidates:
+        try:
+            limit = (folder / limit_name).read_text().strip()
+            usage = int((folder / usage_name).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or int(limit) >= 2**60:  # v1 writes "no limit" as a huge number
+            return None
+        return max(0, int(limit) - usage)
+    return None
+
+
+def available_bytes(device: torch.device | str = "cpu") -> int | None:
+    """Memory new work can still take on ``device``, or None where it cannot be read (never a guess).
+
+    CUDA: the driver's free memory plus what torch's caching allocator holds unused. CPU on Linux: the
+    kernel's ``MemAvailable``, capped by the headroom under a cgroup (container) memory limit.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type != "cpu":
+        return None
+    try:
+        kb = next(int(line.split()[1]) for line in _MEMINFO.read_text().splitlines()
+                  if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    headroom = _cgroup_headroom()
+    return kb * 1024 if headroom is None else min(kb * 1024, headroom)
+
+
+__all__ = ["PeakMemory", "available_bytes"]

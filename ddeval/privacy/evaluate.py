@@ -72,9 +72,9 @@ def _targets(suite: Suite, methods: Mapping[str, Mapping[str, Any]], strategy: s
 
 
 def _method_config(name: str, cfg: Mapping[str, Any], ipc: int) -> dict[str, Any]:
-    from distillers.config import config_dict
+    from distillers.config import key_dict
 
-    return config_dict(create_method(name, cfg, ipc).config)
+    return key_dict(create_method(name, cfg, ipc).config)
 
 
 def evaluate_privacy(suite: Suite, methods: Mapping[str, Mapping[str, Any]],

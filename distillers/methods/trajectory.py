@@ -21,8 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distillers.config import check, check_positive_ints, check_positive_numbers, is_number
+from distillers.config import (
+    NOT_IN_KEY,
+    DDError,
+    check,
+    check_positive_ints,
+    check_positive_numbers,
+    is_number,
+)
 from distillers.data import LabeledData
+from distillers.memory import available_bytes
 from distillers.methods.base import Distiller
 from distillers.methods.common import (
     LossLog,
@@ -35,7 +43,7 @@ from distillers.methods.common import (
 )
 from distillers.parameterize import initial_images
 from distillers.synthetic import SyntheticSet
-from distillers.trajectories import ExpertConfig, load_or_train, unflatten
+from distillers.trajectories import ExpertConfig, flat_params, load_or_train, unflatten
 
 # MTT's CIFAR-10 settings by ipc (REFERENCE §3): syn_steps N, max_start_epoch, lr_lr, lr_init.
 _BY_IPC = {1: (50, 2, 1e-7, 0.01), 10: (30, 20, 1e-5, 0.001)}
@@ -132,6 +140,45 @@ def adjoint_meta_gradient(student: Student, images: torch.Tensor, labels: torch.
     return loss.detach(), image_grad, lr_grad
 
 
+# Resident memory an unrolled step adds over the bytes autograd saves for it (allocator slack, temporaries):
+# 83 MB measured per step (VmHWM, 3 against 12 steps) against 67 MB of saved tensors, ConvNet width 32 on
+# 100 MNIST-sized images (tests/distillers/test_trajectory.py).
+ALLOCATOR_OVERHEAD = 1.25
+
+
+def step_graph_bytes(student: Student, images: torch.Tensor, labels: torch.Tensor, lr: torch.Tensor,
+                     start: torch.Tensor, augment: Any) -> int:
+    """Bytes one unrolled student step keeps alive until the meta-backward: the tensors autograd saves in the
+    forward pass and in the differentiable backward (``create_graph``), each storage counted once, plus the
+    step's new parameter vectors. Measured by running the step once on ``images`` (one batch)."""
+    seen: dict[tuple[int, str], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[(storage.data_ptr(), str(t.device))] = storage.nbytes()
+        return t
+
+    theta = start.detach().clone().requires_grad_(True)
+    probe = images.detach().clone().requires_grad_(True)  # the synthetic images are leaves of the graph too
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        x = _augmented(probe, augment, 0)
+        grad = torch.autograd.grad(student.loss(theta, x, labels), theta, create_graph=True)[0]
+        _ = theta - lr * grad
+    return sum(seen.values()) + 3 * start.numel() * start.element_size()
+
+
+def trajectory_memory_bytes(step_bytes: int, steps: int, params: int, expert_floats: int, *,
+                            constant_memory: bool) -> int:
+    """Memory estimate of one MTT (``constant_memory=False``) or TESLA meta-gradient plus the loaded experts.
+
+    MTT keeps every step's graph until the backward, which needs about one more step's worth of gradient
+    buffers: ``(steps + 1) * step_bytes``. TESLA keeps the ``steps`` parameter vectors and gradients and
+    one step's graph at a time: ``2 * step_bytes + 2 * steps * params * 4``. Both times the allocator's
+    overhead, plus the expert trajectories held in memory (float32)."""
+    graphs = 2 * step_bytes + 2 * steps * params * 4 if constant_memory else (steps + 1) * step_bytes
+    return int(ALLOCATOR_OVERHEAD * graphs) + 4 * expert_floats
+
+
 class MTT(Distiller):
     """Matching training trajectories: student steps on the synthetic set should follow an expert's.
 
@@ -164,6 +211,7 @@ class MTT(Distiller):
         network_args: dict[str, Any] = field(default_factory=dict)
         experts: dict[str, Any] = field(default_factory=dict)
         expert_cache: str | None = None
+        memory_check: bool = field(default=True, metadata=NOT_IN_KEY)
 
         def __post_init__(self) -> None:
             check_positive_ints(self, "iterations", "expert_epochs")
@@ -171,6 +219,8 @@ class MTT(Distiller):
             check_positive_numbers(self, "lr_img", "lr_lr", "lr_init", optional=True)
             check(is_number(self.momentum_img) and 0 <= self.momentum_img < 1,
                   f"momentum_img must lie in [0, 1), got {self.momentum_img!r}.")
+            check(isinstance(self.memory_check, bool), f"memory_check must be true or false, got "
+                                                       f"{self.memory_check!r}.")
             check_augment(self.dsa, self.dsa_strategy)
             check_network(self.network, self.network_args)
             experts = self.expert_config()
@@ -197,18 +247,20 @@ class MTT(Distiller):
         steps, max_start, lr_lr, lr_init = self.settings(ipc)
         k = real.num_classes
         images = initial_images(real, ipc, cfg.init, generator).to(device).requires_grad_(True)
-        experts = load_or_train(real, network=cfg.network, network_args=cfg.network_args,
-                                config=cfg.expert_config(), seed=draw_seed(generator), dsa_strategy=cfg.dsa_strategy,
-                                cache_dir=cfg.expert_cache, device=device, progress=progress)
         net = build_network(cfg.network, real, 0, cfg.network_args, device)
         student = Student(net)
         augment = make_augment(cfg.dsa, cfg.dsa_strategy, real.name)
+        batch = min(cfg.batch_syn or images.shape[0], images.shape[0])
+        estimate = self.check_memory(student, images[:batch], class_labels(k, ipc).to(device)[:batch], lr_init,
+                                     augment, steps, batch, ipc, device)
+        experts = load_or_train(real, network=cfg.network, network_args=cfg.network_args,
+                                config=cfg.expert_config(), seed=draw_seed(generator), dsa_strategy=cfg.dsa_strategy,
+                                cache_dir=cfg.expert_cache, device=device, progress=progress)
         hard = class_labels(k, ipc).to(device)
         labels: torch.Tensor = hard
         lr = torch.tensor(lr_init, device=device).requires_grad_(True)
         opt_img = torch.optim.SGD([images], lr=cfg.lr_img, momentum=cfg.momentum_img)
         opt_lr = torch.optim.SGD([lr], lr=lr_lr, momentum=0.5)
-        batch = min(cfg.batch_syn or images.shape[0], images.shape[0])
         log = LossLog(cfg.iterations, f"{self.name.upper()} diverged; lower lr_img (now "
                                       f"{cfg.lr_img}) or lr_lr (now {lr_lr}).", watch=[images, lr])
         start_time = time.perf_counter()
@@ -240,7 +292,33 @@ class MTT(Distiller):
         final_labels = labels.detach().cpu() if cfg.soft_labels else hard.cpu()
         return self.make_set(images.detach(), final_labels, real, lr=float(lr.detach()), syn_steps=steps,
                              max_start_epoch=max_start, seconds_per_iteration=round(seconds / cfg.iterations, 6),
-                             **log.meta())
+                             memory_estimate_mb=round(estimate / 2**20, 1), **log.meta())
+
+    def check_memory(self, student: Student, images: torch.Tensor, labels: torch.Tensor, lr_init: float,
+                     augment: Any, steps: int, batch: int, ipc: int, device: torch.device) -> int:
+        """Estimate the run's memory (one probe step, :func:`trajectory_memory_bytes`) before the experts are
+        trained or loaded, and stop with what to change when it exceeds what ``device`` has available."""
+        cfg = self.config
+        start = flat_params(student.net).to(device)
+        step = step_graph_bytes(student, images, labels, torch.tensor(lr_init, device=device), start, augment)
+        experts = cfg.expert_config()  # trajectories are held in RAM, so they count only against the CPU's memory
+        expert_floats = experts.num_experts * (experts.epochs + 1) * start.numel() if device.type == "cpu" else 0
+        estimate = trajectory_memory_bytes(step, steps, start.numel(), expert_floats,
+                                           constant_memory=self.constant_memory)
+        available = available_bytes(device) if cfg.memory_check else None
+        if available is not None and estimate > available:
+            gb = 2**30
+            where = "GPU" if device.type == "cuda" else "RAM"
+            if self.constant_memory:
+                fix = (f"lower batch_syn (now {batch} images per student step) or the image count (ipc {ipc}), or "
+                       f"use fewer or shorter experts (experts.num_experts, experts.epochs)")
+            else:
+                fix = (f"lower syn_steps (now {steps}) or batch_syn (now {batch} images per student step), or "
+                       "use method tesla, whose memory does not grow with syn_steps")
+            raise DDError(f"{self.name.upper()} at ipc {ipc} needs about {estimate / gb:.1f} GB ({steps} student "
+                          f"steps, {step / 2**20:.0f} MB of graph each) but only {available / gb:.1f} GB of "
+                          f"{where} is available; {fix}. (memory_check=false skips this check.)")
+        return estimate
 
 
 class TESLA(MTT):

@@ -19,6 +19,8 @@ from distillers.methods.trajectory import (
     Student,
     adjoint_meta_gradient,
     mtt_defaults,
+    step_graph_bytes,
+    trajectory_memory_bytes,
     unrolled_meta_loss,
 )
 from distillers.trajectories import ExpertConfig, flat_params, load_or_train
@@ -149,3 +151,60 @@ def test_trajectory_matching_learns(tiny_digits, name: str) -> None:
     start = real.x[real.stratified_indices(2, torch.Generator().manual_seed(0))]
     assert (syn.images - start).abs().mean() > 1e-3 and syn.lr is not None and syn.lr > 0
     assert syn.meta["syn_steps"] == 5 and not syn.soft_labels
+
+
+def _mnist_sized_student() -> tuple[Student, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The setup of ``_PEAK``: ConvNet width 32 depth 2, 100 images of 28x28."""
+    from distillers import networks
+
+    net = networks.create("convnet", channels=1, num_classes=10, image_size=(28, 28), seed=0, width=32, depth=2)
+    return Student(net), torch.randn(100, 1, 28, 28), torch.arange(10).repeat_interleave(10), flat_params(net)
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_memory_estimate_matches_the_measured_peak_of_mtt() -> None:
+    """The estimate made before a run (one probe step's saved tensors) against MTT's measured peak in a fresh
+    process at 3 and 12 steps: the total within 35%, the growth per step within 25%."""
+    student, images, labels, start = _mnist_sized_student()
+    step = step_graph_bytes(student, images, labels, torch.tensor(0.01), start, None)
+    estimate = {n: trajectory_memory_bytes(step, n, start.numel(), 0, constant_memory=False) / 2**20 for n in (3, 12)}
+    measured = {n: _peak_mb("mtt", n) for n in (3, 12)}
+    assert 0.65 < estimate[12] / measured[12] < 1.35, (estimate, measured)
+    per_step = (estimate[12] - estimate[3]) / (measured[12] - measured[3])
+    assert 0.75 < per_step < 1.25, (estimate, measured)
+    tesla = trajectory_memory_bytes(step, 12, start.numel(), 0, constant_memory=True) / 2**20
+    assert tesla < 0.25 * estimate[12]
+
+
+def test_a_run_that_cannot_fit_stops_before_training_experts(tiny_digits, tmp_path, monkeypatch) -> None:
+    """With less memory available than MTT's estimate, MTT stops at once (no expert trained) naming what to
+    lower and TESLA; TESLA, whose estimate fits, runs; memory_check=false skips the check and is not part of a
+    result's content key."""
+    from distillers.config import key_dict
+    from distillers.methods import trajectory
+
+    real = tiny_digits[0]
+    kw = {"iterations": 1, "syn_steps": 40, "max_start_epoch": 1, "dsa": False, "network_args": NET,
+          "experts": {"num_experts": 1, "epochs": 2}, "expert_cache": str(tmp_path / "experts")}
+    mtt, tesla = distillers.create("mtt", **kw), distillers.create("tesla", **kw)
+    student, images = Student(build_network("convnet", real, 0, NET, torch.device("cpu"))), real.x[:20]
+    step = step_graph_bytes(student, images, real.y[:20], torch.tensor(0.01), flat_params(student.net), None)
+    params = flat_params(student.net).numel()
+    need_mtt = trajectory_memory_bytes(step, 40, params, 3 * params, constant_memory=False)
+    need_tesla = trajectory_memory_bytes(step, 40, params, 3 * params, constant_memory=True)
+    assert need_tesla < need_mtt / 4
+    monkeypatch.setattr(trajectory, "available_bytes", lambda device: (need_mtt + need_tesla) // 2)
+    with pytest.raises(distillers.DDError, match=r"MTT at ipc 2 needs about .* lower syn_steps \(now 40\) or "
+                                                 r"batch_syn \(now 20 .*use method tesla") as err:
+        mtt.distill(real, 2, seed=0, progress=False)
+    assert "\n" not in str(err.value)
+    assert not any((tmp_path / "experts").rglob("*.pt"))  # stopped before any expert was trained
+    syn = tesla.distill(real, 2, seed=0, progress=False)
+    assert 0.8 < syn.meta["memory_estimate_mb"] * 2**20 / need_tesla < 1.25  # the same estimate, in the set
+    monkeypatch.setattr(trajectory, "available_bytes", lambda device: 1)
+    with pytest.raises(distillers.DDError, match="TESLA .* lower batch_syn"):
+        tesla.distill(real, 2, seed=0, progress=False)
+    distillers.create("mtt", **kw, memory_check=False).distill(real, 2, seed=0, progress=False)
+    assert key_dict(mtt.config) == key_dict(distillers.create("mtt", **kw, memory_check=False).config)
+    with pytest.raises(distillers.DDError, match="memory_check must be true or false"):
+        distillers.create("mtt", memory_check="no")
