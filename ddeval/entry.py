@@ -28,8 +28,9 @@ def terminate_as_interrupt() -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; an interrupt before the CLI's own handling starts ends with :data:`EXIT_INTERRUPTED`."""
-    previous = terminate_as_interrupt()
+    previous = None
     try:
+        previous = terminate_as_interrupt()
         from ddeval.cli import main as cli_main
 
         return cli_main(argv)

@@ -54,6 +54,19 @@ def _finished(out: Path) -> dict[str, tuple[str, int]]:
             for p in files if p.is_file()}
 
 
+def _started(pid: int) -> bool:
+    """True once ddeval's entry point runs: it has installed its SIGTERM handler (``SigCgt`` in /proc). Before
+    that the interpreter itself is still booting, and no Python program can catch a signal there (SIGTERM
+    would end it with the default action), so SIGINT and SIGTERM are sent only after this point."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 def _count(out: Path) -> int:
     return len(list((out / "units").glob("*.json"))) + len(list((out / "synthetic").glob("*/meta.json")))
 
@@ -112,7 +125,8 @@ def test_run_killed_at_random_points_resumes_exactly(reference, tmp_path):
             proc = subprocess.Popen(_argv(out), env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True, start_new_session=True)
             deadline = time.monotonic() + 300
-            while proc.poll() is None and (not out.exists() or _count(out) < target) \
+            while proc.poll() is None and (not out.exists() or _count(out) < target
+                                           or (sig is not signal.SIGKILL and not _started(proc.pid))) \
                     and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(jitter)
