@@ -219,8 +219,6 @@ class MTT(Distiller):
             check_positive_numbers(self, "lr_img", "lr_lr", "lr_init", optional=True)
             check(is_number(self.momentum_img) and 0 <= self.momentum_img < 1,
                   f"momentum_img must lie in [0, 1), got {self.momentum_img!r}.")
-            check(isinstance(self.memory_check, bool), f"memory_check must be true or false, got "
-                                                       f"{self.memory_check!r}.")
             check_augment(self.dsa, self.dsa_strategy)
             check_network(self.network, self.network_args)
             experts = self.expert_config()

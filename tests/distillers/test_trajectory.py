@@ -206,5 +206,6 @@ def test_a_run_that_cannot_fit_stops_before_training_experts(tiny_digits, tmp_pa
         tesla.distill(real, 2, seed=0, progress=False)
     distillers.create("mtt", **kw, memory_check=False).distill(real, 2, seed=0, progress=False)
     assert key_dict(mtt.config) == key_dict(distillers.create("mtt", **kw, memory_check=False).config)
+    assert distillers.create("mtt", memory_check="no").config.memory_check is False  # as --set writes it
     with pytest.raises(distillers.DDError, match="memory_check must be true or false"):
-        distillers.create("mtt", memory_check="no")
+        distillers.create("mtt", memory_check="maybe")
