@@ -29,14 +29,28 @@ def terminate_as_interrupt() -> Any:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; an interrupt before the CLI's own handling starts ends with :data:`EXIT_INTERRUPTED`."""
     previous = None
+    code = EXIT_INTERRUPTED
     try:
         previous = terminate_as_interrupt()
         from ddeval.cli import main as cli_main
 
-        return cli_main(argv)
+        code = cli_main(argv)
+        return code
     except KeyboardInterrupt:
         print("\n" + INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        if previous is not None:
+        if code == EXIT_INTERRUPTED:
+            _ignore_interrupts()
+        elif previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _ignore_interrupts() -> None:
+    """The interrupt has been handled and the process is ending: a second Ctrl-C or SIGTERM arriving during
+    interpreter shutdown must not turn the clean exit 130 into death by signal (seen once in CI as -2)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except (ValueError, OSError):
+            pass

@@ -140,7 +140,7 @@ def test_run_killed_at_random_points_resumes_exactly(reference, tmp_path):
             if sig is signal.SIGKILL:
                 assert proc.returncode == -signal.SIGKILL, err
             else:
-                assert proc.returncode == 130, err
+                assert proc.returncode == 130, (kills, err)
                 assert "interrupted" in err and "Traceback" not in err, err
             if (out / "results.json").exists():  # killed after the last write: it must be the full result
                 assert _results(out) == expected
