@@ -29,7 +29,7 @@ def terminate_as_interrupt() -> Any:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; an interrupt before the CLI's own handling starts ends with :data:`EXIT_INTERRUPTED`."""
     previous = None
-    code = EXIT_INTERRUPTED
+    code: int | None = None
     try:
         previous = terminate_as_interrupt()
         from ddeval.cli import main as cli_main
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         print("\n" + INTERRUPTED, file=sys.stderr)
-        return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
+        return code
     finally:
         if code == EXIT_INTERRUPTED:
             _ignore_interrupts()

@@ -32,9 +32,10 @@ _CGROUP = Path("/sys/fs/cgroup")
 _PROC_CGROUP = Path("/proc/self/cgroup")
 
 
-def _status_kb(field: str) -> int | None:
+def _status_kb(field: str, path: Path = _STATUS) -> int | None:
+    """The kB figure of ``field`` in a /proc key-value file (``/proc/self/status``, ``/proc/meminfo``)."""
     try:
-        for line in _STATUS.read_text().splitlines():
+        for line in path.read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):
@@ -139,10 +140,8 @@ def available_bytes(device: torch.device | str = "cpu") -> int | None:
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     if device.type != "cpu":
         return None
-    try:
-        kb = next(int(line.split()[1]) for line in _MEMINFO.read_text().splitlines()
-                  if line.startswith("MemAvailable:"))
-    except (OSError, ValueError, IndexError, StopIteration):
+    kb = _status_kb("MemAvailable", _MEMINFO)
+    if kb is None:
         return None
     headroom = _cgroup_headroom()
     return kb * 1024 if headroom is None else min(kb * 1024, headroom)

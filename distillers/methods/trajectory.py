@@ -249,12 +249,12 @@ class MTT(Distiller):
         student = Student(net)
         augment = make_augment(cfg.dsa, cfg.dsa_strategy, real.name)
         batch = min(cfg.batch_syn or images.shape[0], images.shape[0])
-        estimate = self.check_memory(student, images[:batch], class_labels(k, ipc).to(device)[:batch], lr_init,
-                                     augment, steps, batch, ipc, device)
+        hard = class_labels(k, ipc).to(device)
+        estimate = self.check_memory(student, images[:batch], hard[:batch], lr_init, augment, steps, batch, ipc,
+                                     device)
         experts = load_or_train(real, network=cfg.network, network_args=cfg.network_args,
                                 config=cfg.expert_config(), seed=draw_seed(generator), dsa_strategy=cfg.dsa_strategy,
                                 cache_dir=cfg.expert_cache, device=device, progress=progress)
-        hard = class_labels(k, ipc).to(device)
         labels: torch.Tensor = hard
         lr = torch.tensor(lr_init, device=device).requires_grad_(True)
         opt_img = torch.optim.SGD([images], lr=cfg.lr_img, momentum=cfg.momentum_img)

@@ -8,8 +8,6 @@ processes must not grow with the number of runs.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import os
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ddeval.pipeline import run_suite
+from distillers import memory
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc"),
               pytest.mark.timeout(3600)]
@@ -35,14 +34,13 @@ SOAK = [
 
 
 def _rss_mb() -> float:
+    """Resident memory after a collection, with freed heap pages handed back (glibc's malloc_trim, as
+    :class:`distillers.memory.PeakMemory` does), so it shows live memory rather than glibc's free lists."""
     gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc:  # hand freed heap pages back, so RSS shows live memory rather than glibc's free lists
-        ctypes.CDLL(libc).malloc_trim(ctypes.c_size_t(0))
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
+    memory._release_free_heap()
+    kb = memory._status_kb("VmRSS")
+    assert kb is not None, "no VmRSS in /proc/self/status"
+    return kb / 1024
 
 
 def _threads() -> int:
