@@ -13,7 +13,7 @@ from typing import Any
 
 from ddeval.config import AccuracyConfig
 from distillers.data import LabeledData
-from distillers.protocol import TrainConfig, train_and_evaluate
+from distillers.protocol import TrainConfig, loss_spec, train_and_evaluate
 from distillers.synthetic import SyntheticSet
 
 UnitRunner = Callable[[str, dict[str, Any], Callable[[], dict[str, Any]]], dict[str, Any]]
@@ -54,7 +54,7 @@ def evaluate_over_seeds(train: LabeledData | SyntheticSet, test: LabeledData, *,
     results = []
     for seed in seeds:
         spec = {**unit_spec, "network": network, "network_args": network_args, "seed": seed,
-                "recipe": train_config.__dict__}
+                "recipe": train_config.__dict__, **loss_spec(train)}
 
         def compute(seed: int = seed) -> dict[str, Any]:
             out = train_and_evaluate(network, train, test, train_config, seed=seed, device=device,

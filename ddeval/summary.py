@@ -17,6 +17,11 @@ def _get(row: dict[str, Any] | None, key: str) -> float | None:
     return None if row is None else row.get(key)
 
 
+def _dp_name(row: dict[str, Any]) -> str:
+    eps = (row.get("dp") or {}).get("epsilon")
+    return f"DP-SGD e={eps:.1f}" if eps is not None else str(row["target"])
+
+
 def summary_table(results: dict[str, Any]) -> str:
     """One line per (ipc, method): accuracy ± std, gain over the random subset, attack AUC/TPR, NAS ρ."""
     acc = results.get("accuracy", {})
@@ -28,7 +33,11 @@ def summary_table(results: dict[str, Any]) -> str:
     nas = {r["proxy"]: r for r in results.get("nas", {}).get("proxies", [])}
     nas_ipc = results.get("nas", {}).get("ipc")
     random_acc = {r["ipc"]: r["accuracy_mean"] for r in rows if r["method"] == "random"}
-    header = (f"{'ipc':>4}  {'method':<10} {'accuracy %':>13} {'vs random':>10} {'MIA AUC':>8} "
+    dp_rows = [r for r in priv.get("rows", []) if str(r.get("target", "")).startswith("dp-sgd")
+               and r.get("attack") == headline]
+    dp_names = [_dp_name(r) for r in dp_rows]
+    w = max([10, *(len(str(r["method"])) for r in rows), *(len(n) for n in dp_names)])  # method column
+    header = (f"{'ipc':>4}  {'method':<{w}} {'accuracy %':>13} {'vs random':>10} {'MIA AUC':>8} "
               f"{'TPR@1%FPR':>10} {'NAS rho':>8}")
     lines = [f"Dataset: {results['dataset']['name']} ({results['dataset']['num_train']} train / "
              f"{results['dataset']['num_test']} test images)", header, "-" * len(header)]
@@ -38,7 +47,7 @@ def summary_table(results: dict[str, Any]) -> str:
         p = privacy.get((r["method"], r["ipc"]))
         n = nas.get(r["method"]) if r["ipc"] == nas_ipc else None
         lines.append(
-            f"{r['ipc']:>4}  {r['method']:<10} {_pct(r['accuracy_mean']):>6} ± {_pct(r['accuracy_std']):<4} "
+            f"{r['ipc']:>4}  {r['method']:<{w}} {_pct(r['accuracy_mean']):>6} ± {_pct(r['accuracy_std']):<4} "
             f"{gain_text:>10} "
             f"{_num(_get(p, 'auc'), '.3f'):>8} {_pct(_get(p, 'tpr_at_1pct_fpr')):>10} "
             f"{_num(_get(n, 'spearman'), '+.2f'):>8}"
@@ -46,15 +55,11 @@ def summary_table(results: dict[str, Any]) -> str:
     full = acc.get("full_data")
     if full:
         p = privacy.get(("full-data", None))
-        lines.append(f"{'all':>4}  {'full data':<10} {_pct(full['accuracy_mean']):>6} ± "
+        lines.append(f"{'all':>4}  {'full data':<{w}} {_pct(full['accuracy_mean']):>6} ± "
                      f"{_pct(full['accuracy_std']):<4} {'':>10} {_num(_get(p, 'auc'), '.3f'):>8} "
                      f"{_pct(_get(p, 'tpr_at_1pct_fpr')):>10} {'':>8}")
-    dp_rows = [r for r in priv.get("rows", []) if str(r.get("target", "")).startswith("dp-sgd")
-               and r.get("attack") == headline]
-    for r in dp_rows:
-        eps = (r.get("dp") or {}).get("epsilon")
-        name = f"DP-SGD e={eps:.1f}" if eps is not None else r["target"]
-        lines.append(f"{'all':>4}  {name:<10} {_pct(r.get('target_accuracy')):>6}        {'':>10} "
+    for r, name in zip(dp_rows, dp_names, strict=True):
+        lines.append(f"{'all':>4}  {name:<{w}} {_pct(r.get('target_accuracy')):>6}        {'':>10} "
                      f"{_num(r.get('auc'), '.3f'):>8} {_pct(r.get('tpr_at_1pct_fpr')):>10} {'':>8}")
     if headline:
         lines.append(f"MIA columns: the {headline} attack.")

@@ -26,6 +26,7 @@ from ddeval.nas.space import ARCH_KEYS, arch_name
 from distillers.data import LabeledData
 from distillers.errors import DDError
 from distillers.io import atomic_write, atomic_write_json
+from distillers.protocol import loss_spec
 from distillers.synthetic import SyntheticSet
 
 _logger = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ def data_fingerprint(data: LabeledData | SyntheticSet) -> str:
     h.update(data.images.contiguous().numpy().tobytes())
     h.update(data.labels.contiguous().float().numpy().tobytes())
     h.update("\x00".join(data.classes).encode())
+    if loss_spec(data):
+        h.update(json.dumps(loss_spec(data), sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
