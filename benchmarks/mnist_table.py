@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from suite_readme import run_and_write
+from suite_readme import run_and_write, time_line
 
 from ddeval.published import PUBLISHED, published
 
@@ -92,8 +92,7 @@ def table(results: dict, command: str) -> str:
                   for r in own]
     lines += [
         "",
-        f"Wall time of the whole run: {results['run']['total_seconds'] / 60:.1f} min on "
-        f"{results['run']['device']} (2-core CPU unless stated). Full report: [run/report.md](run/report.md).",
+        f"{time_line(results)} Full report: [run/report.md](run/report.md).",
         "",
         "Regenerate (from the repository root, resumable):",
         "",

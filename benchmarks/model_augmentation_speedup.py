@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from suite_readme import run_and_write
+from suite_readme import run_and_write, time_line
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "benchmarks" / "model-augmentation"
@@ -65,8 +65,7 @@ def table(results: dict, command: str) -> str:
         speed = "-" if t_idc is None or t_ma is None or t_ma <= 0 else f"{t_idc / t_ma:.1f}x"
         lines.append(f"| {100 * target:.1f}% | {'-' if t_idc is None else f'{t_idc:.0f}'} | "
                      f"{'not reached' if t_ma is None else f'{t_ma:.0f}'} | {speed} |")
-    lines += ["", f"Wall time of the run: {results['run']['total_seconds'] / 60:.1f} min on {results['run']['device']} "
-              "(2-core CPU unless stated). Full report: [run/report.md](run/report.md).", "",
+    lines += ["", f"{time_line(results)} Full report: [run/report.md](run/report.md).", "",
               "Regenerate (from the repository root, resumable):", "", f"    {command}", ""]
     return "\n".join(lines)
 

@@ -13,6 +13,18 @@ from distillers.errors import DDError
 from distillers.io import atomic_write_text
 
 
+def time_line(results: dict) -> str:
+    """How long the last invocation took and how much compute its results hold: a resumed run reuses units, so
+    its own wall time alone would understate what the table cost."""
+    run = results["run"]
+    units = run.get("units") or {}
+    cached = f", {units['reused']} of {units['reused'] + units['computed']} units reused from the run directory" \
+        if units.get("reused") else ""
+    compute = f"; compute time of all its units: {run['unit_seconds'] / 60:.1f} min" if run.get("unit_seconds") else ""
+    return (f"Wall time of the last invocation: {run['total_seconds'] / 60:.1f} min on {run['device']} (2-core CPU "
+            f"unless stated){cached}{compute}.")
+
+
 def run_and_write(suite: str, *, overrides: list[str], out: Path, device: str, table_only: bool, command: str,
                   table: Callable[[dict, str], str]) -> int:
     """Run ``suite`` into ``out/run`` (resumable), or with ``table_only`` read that run's results, then write
