@@ -19,8 +19,8 @@ import yaml
 from distillers.config import build_config, check, config_dict, is_int
 from distillers.errors import DDError, did_you_mean
 
-PACKAGED_SUITES = ("quickstart", "ci-regression", "digits-benchmark-2", "digits-benchmark-3", "mnist-benchmark", "mnist-benchmark-2",
-                   "model-augmentation-speedup", "privacy", "privacy-mnist", "nas", "nas-mnist")
+PACKAGED_SUITES = ("quickstart", "ci-regression", "digits-benchmark-2", "digits-benchmark-3", "mnist-benchmark",
+                   "mnist-benchmark-2", "mnist-benchmark-3", "model-augmentation-speedup", "privacy", "privacy-mnist", "nas", "nas-mnist")
 
 
 @dataclass(frozen=True)

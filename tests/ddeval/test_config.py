@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddeval.config import apply_overrides, load_suite
+from ddeval.config import PACKAGED_SUITES, apply_overrides, load_suite
 from ddeval.runs import RunDir, unit_key
 from distillers.errors import DDError
 
@@ -83,3 +83,12 @@ def test_run_dir_unit_cache_reuses_and_recovers(tmp_path):
     # a damaged cache entry is recomputed, never trusted
     rd.unit_path("eval", unit_key({"kind": "eval", "a": 1})).write_text("{trunc")
     assert rd.unit("eval", {"a": 1}, compute) == {"value": 3}
+
+
+@pytest.mark.parametrize("name", PACKAGED_SUITES)
+def test_every_packaged_suite_loads_and_its_method_configs_validate(name) -> None:
+    from ddeval.pipeline import _resolved_methods
+
+    suite = load_suite(name)
+    methods = _resolved_methods(suite)  # builds every method at every ipc: unknown keys or bad values raise
+    assert set(suite.methods) <= set(methods)
