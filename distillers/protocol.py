@@ -122,7 +122,7 @@ def label_loss_fn(data: LabeledData | SyntheticSet) -> Any:
     return F.cross_entropy
 
 
-def loss_spec(data: LabeledData | SyntheticSet) -> dict[str, Any]:
+def loss_spec(data: LabeledData | SyntheticSet | None) -> dict[str, Any]:
     """What a cached training result depends on in the loss beyond the recipe: nothing for cross-entropy,
     the squared error's scale for ``"mse"`` sets (so results trained with another scale are recomputed)."""
     if isinstance(data, SyntheticSet) and data.label_loss == "mse":

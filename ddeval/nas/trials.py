@@ -42,8 +42,9 @@ def data_fingerprint(data: LabeledData | SyntheticSet) -> str:
     h.update(data.images.contiguous().numpy().tobytes())
     h.update(data.labels.contiguous().float().numpy().tobytes())
     h.update("\x00".join(data.classes).encode())
-    if loss_spec(data):
-        h.update(json.dumps(loss_spec(data), sort_keys=True).encode())
+    loss = loss_spec(data)
+    if loss:
+        h.update(json.dumps(loss, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 

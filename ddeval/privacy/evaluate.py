@@ -129,7 +129,7 @@ def _single_mode(suite: Suite, targets: list[dict[str, Any]], attacks: tuple[str
             seeds = sorted(s for (m, k, s) in sets if m == t["label"] and k == t["ipc"])
             synthetic = sets[(t["label"], t["ipc"], seeds[0])]
             data_key = str(synthetic.meta.get("unit_key"))
-        spec = {"target": t["target"], "data": data_key, **(loss_spec(synthetic) if synthetic else {}), "members": train.fingerprint(),
+        spec = {"target": t["target"], "data": data_key, **loss_spec(synthetic), "members": train.fingerprint(),
                 "nonmembers": test.fingerprint(), "recipe": t["recipe"], "seed": suite.seed,
                 "attacks": list(attacks), "bootstrap": suite.privacy.bootstrap,
                 **{k: v for k, v in common.items() if k != "device"}}
