@@ -389,10 +389,36 @@ def apply_overrides(mapping: dict[str, Any], overrides: list[str] | tuple[str, .
     return out
 
 
+def _ipc_list(value: Any) -> list[Any]:
+    return [value] if isinstance(value, int) else list(value) if isinstance(value, list) else []
+
+
+def _drop_by_ipc_of_dropped_ipc(written: Mapping[str, Any], mapping: dict[str, Any]) -> None:
+    """Remove the suite file's ``by_ipc`` entries for an ipc that the file runs but ``--set ipc=...`` leaves
+    out (``--set ipc=1`` on a suite tuned for 1 and 10), so running part of a suite needs no edit. An entry
+    for an ipc the file does not run, or one the overrides add, is still an error (caught in the pipeline)."""
+    dropped = set(_ipc_list(written.get("ipc"))) - set(_ipc_list(mapping.get("ipc")))
+    file_methods, methods = written.get("methods"), mapping.get("methods")
+    if not dropped or not isinstance(file_methods, Mapping) or not isinstance(methods, Mapping):
+        return
+    for name, cfg in methods.items():
+        file_cfg = file_methods.get(name)
+        file_table = file_cfg.get(BY_IPC_KEY) if isinstance(file_cfg, Mapping) else None
+        table = cfg.get(BY_IPC_KEY) if isinstance(cfg, dict) else None
+        if not isinstance(table, dict) or not isinstance(file_table, Mapping):
+            continue
+        for key in [k for k in table if is_int(k) and k in dropped and file_table.get(k) == table[k]]:
+            del table[key]
+        if not table:
+            del cfg[BY_IPC_KEY]
+
+
 def load_suite(source: str | Path | Mapping[str, Any] | None = None,
                overrides: list[str] | tuple[str, ...] | None = None) -> Suite:
     """Read, merge, override and validate a suite; unknown keys and bad values raise DDError."""
-    mapping = apply_overrides(read_suite_mapping(source), overrides)
+    written = read_suite_mapping(source)
+    mapping = apply_overrides(written, overrides)
+    _drop_by_ipc_of_dropped_ipc(written, mapping)
     methods = mapping.get("methods")
     if isinstance(methods, list):  # a plain list of names is accepted too
         mapping["methods"] = {str(m): {} for m in methods}

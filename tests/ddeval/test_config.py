@@ -92,3 +92,23 @@ def test_every_packaged_suite_loads_and_its_method_configs_validate(name) -> Non
     suite = load_suite(name)
     methods = _resolved_methods(suite)  # builds every method at every ipc: unknown keys or bad values raise
     assert set(suite.methods) <= set(methods)
+
+
+def test_running_part_of_a_suite_drops_its_per_ipc_overrides_for_the_ipc_left_out(tmp_path) -> None:
+    """``--set ipc=1`` on a suite tuned per ipc runs; overrides that name an ipc nothing runs still fail."""
+    from ddeval.pipeline import _resolved_methods
+
+    suite = load_suite("mnist-benchmark-3", ["ipc=1"])
+    assert list(suite.ipc) == [1]
+    assert "by_ipc" not in suite.methods["dcc"] and suite.methods["dcc"]["iterations"] == 20
+    _resolved_methods(suite)
+    # Both ipc kept: the table stays and applies at 10.
+    both = load_suite("mnist-benchmark-3")
+    assert both.methods["dcc"]["by_ipc"] == {10: {"iterations": 10, "warmup_iterations": 3}}
+    # An entry the file has for an ipc the file does not run is still a mistake, and so is one the overrides add.
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ndataset: digits\nipc: [1]\nmethods:\n  dm: {iterations: 2, by_ipc: {10: {iterations: 3}}}\n")
+    with pytest.raises(DDError, match="does not run"):
+        _resolved_methods(load_suite(path))
+    with pytest.raises(DDError, match="does not run"):
+        _resolved_methods(load_suite("mnist-benchmark-3", ["ipc=1", "methods.dm-multi.by_ipc.10.iterations=5"]))
