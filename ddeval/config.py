@@ -389,8 +389,10 @@ def apply_overrides(mapping: dict[str, Any], overrides: list[str] | tuple[str, .
     return out
 
 
-def _ipc_list(value: Any) -> list[Any]:
-    return [value] if isinstance(value, int) else list(value) if isinstance(value, list) else []
+def _ipc_list(value: Any) -> list[int]:
+    """The integer ipc values of a raw ``ipc`` entry; anything else is left for validation to reject."""
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
 
 
 def _drop_by_ipc_of_dropped_ipc(written: Mapping[str, Any], mapping: dict[str, Any]) -> None:

@@ -112,3 +112,10 @@ def test_running_part_of_a_suite_drops_its_per_ipc_overrides_for_the_ipc_left_ou
         _resolved_methods(load_suite(path))
     with pytest.raises(DDError, match="does not run"):
         _resolved_methods(load_suite("mnist-benchmark-3", ["ipc=1", "methods.dm-multi.by_ipc.10.iterations=5"]))
+
+
+@pytest.mark.parametrize("ipc", [[[]], [True], [1.5], "ten", [{}]])
+def test_a_malformed_ipc_entry_is_a_clear_error_not_a_crash_in_the_per_ipc_pruning(ipc) -> None:
+    """The by-ipc pruning reads ``ipc`` before validation, so a nested list or a non-integer must reach the check."""
+    with pytest.raises(DDError, match="ipc"):
+        load_suite({"name": "s", "dataset": "digits", "ipc": ipc, "methods": {"dm": {"by_ipc": {1: {}}}}})
