@@ -392,7 +392,7 @@ def apply_overrides(mapping: dict[str, Any], overrides: list[str] | tuple[str, .
 def _ipc_list(value: Any) -> list[int]:
     """The integer ipc values of a raw ``ipc`` entry; anything else is left for validation to reject."""
     values = value if isinstance(value, list) else [value]
-    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    return [v for v in values if is_int(v)]
 
 
 def _drop_by_ipc_of_dropped_ipc(written: Mapping[str, Any], mapping: dict[str, Any]) -> None:
