@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,11 @@ from distillers.data import LabeledData
 from distillers.errors import DDError
 from distillers.io import atomic_write, cache_root
 
-FORMAT_VERSION = 1
+# 2: the discriminator gained the minibatch-std channel and a flattened map; generators trained by version 1
+# could collapse (one image per class), so their cache entries are not reused.
+FORMAT_VERSION = 2
+# below this sample spread (relative to the real images'), the generator ignores its latent code
+COLLAPSE_RATIO = 0.25
 
 
 @dataclass(frozen=True)
@@ -71,17 +76,28 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Two stride-2 3x3 convs (LeakyReLU), global average, a linear score plus a class projection term."""
+    """Two stride-2 3x3 convs (LeakyReLU), a minibatch-std channel, the flattened map through a linear layer,
+    then a linear score plus a class projection term.
 
-    def __init__(self, channels: int, num_classes: int, width: int) -> None:
+    Flattening keeps where the strokes are, and the minibatch-std channel (the spread of the batch's features,
+    Karras et al. 2018) lets it see a batch that does not vary. A version that averaged the map globally let
+    the generator collapse on MNIST: one image per class whatever z was, so no real image could be inverted
+    (pixel MSE 0.96 against a data variance of 0.97, against 0.15 with this one; 30 epochs, mnist-5k)."""
+
+    def __init__(self, channels: int, num_classes: int, width: int, image_size: tuple[int, int]) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, width, 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        h, w = image_size
+        side = (math.ceil(math.ceil(h / 2) / 2), math.ceil(math.ceil(w / 2) / 2))  # after two stride-2 convs
+        self.feature = nn.Linear((2 * width + 1) * side[0] * side[1], 2 * width)
         self.score = nn.Linear(2 * width, 1)
         self.project = nn.Embedding(num_classes, 2 * width)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.2)), 0.2).mean((2, 3))
+        h = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.2)), 0.2)
+        spread = h.std(0, unbiased=False).mean().expand(len(h), 1, *h.shape[2:])
+        h = F.leaky_relu(self.feature(torch.cat([h, spread], 1).flatten(1)), 0.2)
         return self.score(h).squeeze(1) + (self.project(y) * h).sum(1)
 
 
@@ -105,7 +121,7 @@ def train_generator(real: LabeledData, config: GeneratorConfig, device: torch.de
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         gen = build_generator(real.image_shape, real.num_classes, config).to(device)
-        disc = Discriminator(real.channels, real.num_classes, config.width).to(device)
+        disc = Discriminator(real.channels, real.num_classes, config.width, real.image_shape[1:]).to(device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=(0.5, 0.999))
     x_all, y_all = real.x.to(device), real.y.to(device)
@@ -125,7 +141,30 @@ def train_generator(real: LabeledData, config: GeneratorConfig, device: torch.de
             opt_g.step()
         if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
             raise DDError(f"The generator's GAN training diverged; lower its lr (now {config.lr}).")
-    return gen.eval().requires_grad_(False)
+    gen = gen.eval().requires_grad_(False)
+    ratio = diversity_ratio(gen, real, torch.Generator().manual_seed(config.seed))
+    if ratio < COLLAPSE_RATIO:
+        warnings.warn(f"The latents generator has collapsed: its samples of one class vary {ratio:.2f} times "
+                      "as much as the real images of that class, so real images cannot be inverted into it and "
+                      "the distilled set will be poor. Train it longer (generator_epochs) or from another "
+                      "generator_seed.", stacklevel=2)
+    return gen
+
+
+def diversity_ratio(gen: Generator, real: LabeledData, generator: torch.Generator, samples: int = 16) -> float:
+    """How much the generator's samples of a class vary with z, over how much that class's real images vary
+    (per-pixel std, averaged over pixels and classes). Near 0: the generator ignores z (mode collapse)."""
+    device = next(gen.parameters()).device
+    fake, spread = [], []
+    with torch.no_grad():
+        for c in range(real.num_classes):
+            x = real.x[real.y == c][:samples]
+            if len(x) < 2:
+                continue
+            z = torch.randn(samples, gen.z_dim, generator=generator).to(device)
+            fake.append(gen(z, torch.full((samples,), c, device=device)).std(0).mean().item())
+            spread.append(x.std(0).mean().item())
+    return sum(fake) / max(sum(spread), 1e-12)
 
 
 def load_or_train_generator(real: LabeledData, config: GeneratorConfig, *, cache_dir: str | Path | None = None,

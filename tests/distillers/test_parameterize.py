@@ -168,3 +168,25 @@ def test_latents_invert_real_images_and_reuse_the_cached_generator(tiny_digits, 
     assert all(torch.equal(a, b) for a, b in zip(inverted.generator.state_dict().values(),
                                                  noise.generator.state_dict().values(), strict=True))
     assert [n for n, p in inverted.named_parameters() if p.requires_grad] == ["latents"]
+    from distillers.generative import COLLAPSE_RATIO, diversity_ratio
+
+    ratio = diversity_ratio(inverted.generator, real, torch.Generator().manual_seed(0))
+    assert ratio > COLLAPSE_RATIO, f"the trained generator ignores z (sample spread {ratio:.2f} of the real one)"
+
+
+def test_diversity_ratio_flags_a_generator_that_ignores_z_and_training_warns(tiny_digits, monkeypatch):
+    """A generator whose output does not depend on z (mode collapse) scores ~0; training warns about it."""
+    from distillers import generative
+    from distillers.generative import GeneratorConfig, build_generator, diversity_ratio, train_generator
+
+    real, _ = tiny_digits
+    config = GeneratorConfig(z_dim=8, width=8, epochs=1)
+    gen = build_generator(real.image_shape, real.num_classes, config).eval()
+    lively = diversity_ratio(gen, real, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        gen.fc.weight[:, :config.z_dim] = 0.0  # the first z_dim inputs of fc are z; the rest the class embedding
+    collapsed = diversity_ratio(gen, real, torch.Generator().manual_seed(0))
+    assert collapsed < 1e-6 < lively
+    monkeypatch.setattr(generative, "diversity_ratio", lambda *a, **k: 0.0)
+    with pytest.warns(UserWarning, match="collapsed.*generator_epochs"):
+        train_generator(real, config)
