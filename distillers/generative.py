@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import math
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,10 @@ def train_generator(real: LabeledData, config: GeneratorConfig, device: torch.de
     opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=(0.5, 0.999))
     x_all, y_all = real.x.to(device), real.y.to(device)
-    for _ in range(config.epochs):
+    from tqdm.auto import tqdm
+
+    # minutes on a CPU for MNIST-sized data: show the epochs when a person is watching a terminal
+    for _ in tqdm(range(config.epochs), disable=not sys.stderr.isatty(), desc="generator", leave=False):
         for idx in torch.randperm(len(real), generator=g).split(config.batch_size):
             idx = idx.to(device)
             x, y = x_all[idx], y_all[idx]
