@@ -21,7 +21,7 @@ import distillers
 from ddeval import datasets
 from ddeval.accuracy import evaluate_over_seeds, mean_std, recipe, set_recipe
 from ddeval.config import Suite, create_method, ipc_overrides, load_suite, split_variant
-from ddeval.runs import RunDir, now_iso, unit_key
+from ddeval.runs import RunDir, now_iso, set_key, unit_key
 from ddeval.schema import METRICS, SCHEMA_VERSION
 from distillers.augment import default_strategy
 from distillers.config import config_dict, key_dict
@@ -231,6 +231,7 @@ def _distill_all(suite: Suite, methods: Mapping[str, dict[str, Any]], train: Lab
                 if syn is None:
                     syn = _distill_one(method, train, ipc, seed, device, bar.enabled, rd, name)
                     syn.meta["unit_key"] = key
+                    syn.meta["content_sha256"] = syn.content_sha256()
                     syn.save(folder)
                     rd.computed += 1
                 else:
@@ -293,7 +294,7 @@ def _accuracy(suite: Suite, methods: Mapping[str, Any], sets: Mapping[tuple[str,
                     per_seed.append(evaluate_over_seeds(
                         syn, test, network=network, network_args=acc.args_for(network),
                         train_config=set_recipe(cfg, syn, acc.learned_lr), seeds=eval_seeds, device=device,
-                        run_unit=rd.unit, unit_spec={"set": syn.meta.get("unit_key"), "test": test.fingerprint()}))
+                        run_unit=rd.unit, unit_spec={"set": set_key(syn), "test": test.fingerprint()}))
                     bar.step()
                 accuracies = [a for r in per_seed for a in r["accuracies"]]
                 mean, std = mean_std(accuracies)
@@ -348,7 +349,7 @@ def _own_protocol(syns: list[SyntheticSet], test: LabeledData, eval_seeds: list[
             def compute(syn: SyntheticSet = syn, seed: int = seed) -> dict[str, Any]:
                 return {"accuracy": replay_accuracy(syn, test, seed=seed, device=device)}
 
-            spec = {"set": syn.meta.get("unit_key"), "test": test.fingerprint(), "seed": seed}
+            spec = {"set": set_key(syn), "test": test.fingerprint(), "seed": seed}
             accuracies.append(float(rd.unit("replay", spec, compute)["accuracy"]))
     mean, std = mean_std(accuracies)
     return {"own_protocol": "dd-replay", "own_protocol_accuracy_mean": mean, "own_protocol_accuracy_std": std}

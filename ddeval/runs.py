@@ -36,6 +36,15 @@ def unit_key(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
+def set_key(syn: Any) -> Any:
+    """What a unit computed from a distilled set (an evaluation, an attack) is keyed by: the set's distillation
+    key plus the digest of its content. A set distilled again under the same key by changed code (a fixed bug)
+    thus never reuses the old set's results. A set saved before digests were recorded keeps its key alone, so
+    the results cached for it stay valid."""
+    key, digest = syn.meta.get("unit_key"), syn.meta.get("content_sha256")
+    return f"{key}:{digest}" if digest else key
+
+
 def _result_digest(result: Any) -> str:
     """SHA-256 of a unit result's canonical JSON (sorted keys), stored with it and checked on reuse."""
     return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()

@@ -104,6 +104,15 @@ class SyntheticSet:
         parameterisation packs more images into the same storage)."""
         return self.storage_bytes / max(len(self), 1) / (4 * math.prod(self.images.shape[1:]))
 
+    def content_sha256(self) -> str:
+        """SHA-256 of the decoded images (float32) and the labels: what a model trained on the set sees."""
+        digest = hashlib.sha256()
+        for t in (self.images.detach().float(), self.labels.detach()):
+            t = t.cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.numpy().tobytes())
+        return digest.hexdigest()
+
     def as_labeled(self, name: str | None = None) -> LabeledData:
         """The synthetic images with hard labels, as :class:`LabeledData` (for training and evaluation)."""
         return LabeledData(self.images, self.hard_labels.long(), self.classes, self.mean, self.std,

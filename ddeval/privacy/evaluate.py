@@ -25,7 +25,7 @@ import numpy as np
 from ddeval.accuracy import mean_std, recipe
 from ddeval.config import LIRA_ATTACKS, Suite, create_method, split_variant
 from ddeval.executor import LocalExecutor, NNIExecutor, Unit
-from ddeval.runs import RunDir
+from ddeval.runs import RunDir, set_key
 from distillers.augment import default_strategy
 from distillers.data import LabeledData
 from distillers.protocol import loss_spec
@@ -128,7 +128,7 @@ def _single_mode(suite: Suite, targets: list[dict[str, Any]], attacks: tuple[str
         if t["target"]["kind"] == "method":
             seeds = sorted(s for (m, k, s) in sets if m == t["label"] and k == t["ipc"])
             synthetic = sets[(t["label"], t["ipc"], seeds[0])]
-            data_key = str(synthetic.meta.get("unit_key"))
+            data_key = str(set_key(synthetic))
         spec = {"target": t["target"], "data": data_key, **loss_spec(synthetic), "members": train.fingerprint(),
                 "nonmembers": test.fingerprint(), "recipe": t["recipe"], "seed": suite.seed,
                 "attacks": list(attacks), "bootstrap": suite.privacy.bootstrap,

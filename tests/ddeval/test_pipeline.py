@@ -380,3 +380,39 @@ def test_per_ipc_override_errors(override, message, tmp_path):
         run_suite("quickstart", overrides=["ipc=1", "methods=dm", override], run_dir=tmp_path / "r", device="cpu",
                   progress=False)
     assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_a_set_distilled_again_under_the_same_key_is_evaluated_again(tmp_path):
+    """Evaluation results are keyed by the set's content, not only by its distillation key: a set that changed
+    under the same key (distilled again after a code fix) is evaluated again, an unchanged one is reused, and
+    a set saved before content digests were recorded keeps its old key (its cached results stay valid)."""
+    from ddeval.runs import set_key
+    from distillers.synthetic import SyntheticSet
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(
+        "name: tiny\ndataset: digits\nipc: [1]\nnetwork: convnet-d2\nnetwork_args: {width: 16}\n"
+        "methods:\n  dm: {iterations: 2, batch_real: 16}\n"
+        "accuracy: {networks: [mlp], eval_seeds: 1, epochs: 2, full_data: false}\n"
+        "privacy: {enabled: false}\nnas: {enabled: false}\n")
+    run = tmp_path / "run"
+
+    def units() -> dict:
+        run_suite(str(suite), run_dir=run, device="cpu", progress=False)
+        return json.loads((run / "manifest.json").read_text())["units"]
+
+    assert units()["computed"] >= 2  # the dm set and the evaluations
+    assert units()["computed"] == 0
+    folder = run / "synthetic" / "dm-ipc1-seed0"
+    syn = SyntheticSet.load(folder)
+    assert syn.meta["content_sha256"] == syn.content_sha256() and set_key(syn) != syn.meta["unit_key"]
+    changed = SyntheticSet(syn.images.flip(-1), syn.labels, classes=syn.classes, mean=syn.mean, std=syn.std,
+                           meta=dict(syn.meta))
+    changed.meta["content_sha256"] = changed.content_sha256()
+    changed.save(folder)
+    assert units()["computed"] == 1  # dm's one evaluation; the random subset's is reused
+    assert units()["computed"] == 0
+    legacy = dict(changed.meta)
+    del legacy["content_sha256"]
+    assert set_key(SyntheticSet(changed.images, changed.labels, classes=changed.classes, mean=changed.mean,
+                                std=changed.std, meta=legacy)) == changed.meta["unit_key"]
