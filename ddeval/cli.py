@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from ddeval.entry import EXIT_INTERRUPTED, INTERRUPTED, terminate_as_interrupt
+from ddeval.entry import EXIT_INTERRUPTED, INTERRUPTED, caused_by_interrupt, terminate_as_interrupt
 from distillers.errors import DDError, Diverged
 
 if TYPE_CHECKING:
@@ -446,7 +446,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DDEVAL_COMMAND", "ddeval " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     previous = terminate_as_interrupt()
     try:
-        return args.handler.run(args)
+        try:
+            return args.handler.run(args)
+        except BaseException as err:
+            if caused_by_interrupt(err) and not isinstance(err, KeyboardInterrupt):
+                raise KeyboardInterrupt from err  # e.g. ImportError from an interrupted C-extension import
+            raise
     except DDError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -18,6 +18,22 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def caused_by_interrupt(err: BaseException) -> bool:
+    """Whether ``err`` is, or was raised while handling, an interrupt.
+
+    An interrupt landing inside a C extension's import (matplotlib's ``ft2font`` in CI) surfaces as
+    ``ImportError: initialization failed`` chained to the KeyboardInterrupt; it must still end as an
+    interrupt (exit 130), not as a crash."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def terminate_as_interrupt() -> Any:
     """Treat SIGTERM like Ctrl-C so cleanup (``finally`` blocks, NNI's stop) runs; returns the old handler."""
     try:
@@ -36,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
         code = cli_main(argv)
         return code
-    except KeyboardInterrupt:
+    except BaseException as err:
+        if not caused_by_interrupt(err):
+            raise
         print("\n" + INTERRUPTED, file=sys.stderr)
         code = EXIT_INTERRUPTED
         return code
