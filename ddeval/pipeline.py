@@ -23,6 +23,7 @@ from ddeval.accuracy import evaluate_over_seeds, mean_std, recipe, set_recipe
 from ddeval.config import Suite, create_method, ipc_overrides, load_suite, split_variant
 from ddeval.runs import RunDir, now_iso, set_key, unit_key
 from ddeval.schema import METRICS, SCHEMA_VERSION
+from distillers import parameterize
 from distillers.augment import default_strategy
 from distillers.config import config_dict, key_dict
 from distillers.data import LabeledData
@@ -215,6 +216,14 @@ def _set_name(method: str, ipc: int, seed: int) -> str:
     return f"{method}-ipc{ipc}-seed{seed}"
 
 
+def _parameterization_recipe(config: Any) -> int:
+    """The recipe version of the method's parameterisation (1 for methods without one)."""
+    name = getattr(config, "parameterization", None)
+    if not name or name not in parameterize.PARAMETERIZATIONS:
+        return 1
+    return parameterize.PARAMETERIZATIONS.get(name).recipe_version
+
+
 def _distill_all(suite: Suite, methods: Mapping[str, dict[str, Any]], train: LabeledData,
                  seeds: list[int], rd: RunDir, device: str, bar: _Progress) -> dict[tuple[str, int, int], SyntheticSet]:
     sets = {}
@@ -224,6 +233,9 @@ def _distill_all(suite: Suite, methods: Mapping[str, dict[str, Any]], train: Lab
             for seed in seeds:
                 spec = {"method": name, "config": key_dict(method.config), "ipc": ipc, "seed": seed,
                         "data": train.fingerprint(), "version": distillers.__version__}
+                recipe = _parameterization_recipe(method.config)
+                if recipe > 1:  # only then, so sets cached under recipe 1 keep their keys
+                    spec["parameterization_recipe"] = recipe
                 key = unit_key(spec)
                 folder = rd.path / "synthetic" / _set_name(name, ipc, seed)
                 bar.stage(f"distil {name} ipc={ipc} seed={seed}")

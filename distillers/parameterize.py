@@ -43,6 +43,9 @@ class Parameterization(nn.Module):
     """Base class: ``Config`` (frozen dataclass), shapes fixed by (config, classes, ipc, image shape)."""
 
     name: ClassVar[str] = ""
+    # Raised when a change alters what a given config distils to (e.g. a new initialisation), so cached sets
+    # made before are distilled again; runs key a set on it when it is above 1.
+    recipe_version: ClassVar[int] = 1
 
     @dataclass(frozen=True)
     class Config:
@@ -247,10 +250,14 @@ class Addressing(Parameterization):
     image (c, j) = bilinear upsampling of Σ_b A[c, j, b] M_b. Slots per class follow the authors'
     fixed-budget rule, floor((ipc·K·C·H·W − bases·C·H·W/ds²) / (K·bases)), so the stored floats do not
     exceed those of ``ipc`` images per class (``slots`` overrides it). Xavier-uniform init for both, as the
-    authors; real init instead sets the bases to shrunken real images (one class after another) and each
-    slot's coefficients to a random one-hot plus noise."""
+    authors; real init instead sets the bases to shrunken real images (classes interleaved) and each slot's
+    coefficients to a one-hot on a random base of the slot's own class, plus noise of std 0.1/sqrt(bases) so
+    the mixed-in images stay small however many bases there are. (Recipe 1 picked the base from any class,
+    with noise 0.1 whatever the bases: slots began as images of random classes, 9% label agreement on MNIST,
+    and at 128 bases the noise outweighed the image.)"""
 
     name = "addressing"
+    recipe_version = 2
 
     @dataclass(frozen=True)
     class Config:
@@ -283,6 +290,16 @@ class Addressing(Parameterization):
         memory = config.bases * c * math.ceil(h / config.downsample) * math.ceil(w / config.downsample)
         return (budget - memory) // (num_classes * config.bases)
 
+    @staticmethod
+    def own_class_bases(bases: int, num_classes: int, slots: int, generator: torch.Generator) -> torch.Tensor:
+        """For every (class, slot) a random index among the bases real init filled from that class (base i
+        holds class i mod num_classes); any base when there are fewer bases than classes."""
+        pick = torch.empty(num_classes, slots, dtype=torch.long)
+        for c in range(num_classes):
+            own = torch.arange(c, bases, num_classes) if bases >= num_classes else torch.arange(bases)
+            pick[c] = own[torch.randint(len(own), (slots,), generator=generator)]
+        return pick
+
     @property
     def per_class(self) -> int:
         return self.slots
@@ -303,8 +320,8 @@ class Addressing(Parameterization):
                 order = torch.arange(per * real.num_classes).reshape(real.num_classes, per).T.flatten()[:b]
                 self.memory.copy_(F.interpolate(images[order], size=self.small, mode="bilinear",
                                                 align_corners=False))
-                pick = torch.randint(b, (self.num_classes, self.slots), generator=generator)
-                noise = 0.1 * torch.randn(self.addresses.shape, generator=generator)
+                pick = self.own_class_bases(b, self.num_classes, self.slots, generator)
+                noise = (0.1 / math.sqrt(b)) * torch.randn(self.addresses.shape, generator=generator)
                 self.addresses.copy_(F.one_hot(pick, b).float() + noise)
             else:
                 for t in (self.memory, self.addresses):

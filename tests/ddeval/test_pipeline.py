@@ -416,3 +416,15 @@ def test_a_set_distilled_again_under_the_same_key_is_evaluated_again(tmp_path):
     del legacy["content_sha256"]
     assert set_key(SyntheticSet(changed.images, changed.labels, classes=changed.classes, mean=changed.mean,
                                 std=changed.std, meta=legacy)) == changed.meta["unit_key"]
+
+
+def test_a_parameterization_recipe_change_is_in_the_distillation_key():
+    """A parameterisation whose initialisation changed (recipe above 1) keys its sets on the recipe, so sets
+    cached under the old recipe are distilled again; other methods' keys do not carry it."""
+    from ddeval.config import create_method
+    from ddeval.pipeline import _parameterization_recipe
+
+    assert _parameterization_recipe(create_method("dm", {"parameterization": "addressing"}, 1).config) == 2
+    assert _parameterization_recipe(create_method("dm", {"parameterization": "haba"}, 1).config) == 1
+    assert _parameterization_recipe(create_method("dm", {}, 1).config) == 1
+    assert _parameterization_recipe(create_method("random", {}, 1).config) == 1

@@ -74,6 +74,28 @@ def test_bad_parameterization_is_a_config_error():
         distillers.create("dm", parameterization="multi-formation", parameterization_args={"factr": 2})
 
 
+@pytest.mark.parametrize("bases", [4, 30])
+def test_addressing_real_init_starts_every_slot_from_its_own_class(tiny_digits, bases):
+    """Each slot starts as a real image of its own class (recipe 2): its largest address points at a base
+    that real init filled from that class, and the noise on the others shrinks with the number of bases."""
+    real, _ = tiny_digits
+    param = create("addressing", {"bases": bases, "downsample": 2}, real, 10, "real", torch.Generator().manual_seed(0))
+    k, slots = real.num_classes, param.per_class
+    top = param.addresses.detach().argmax(-1)
+    if bases >= k:
+        assert (top % k == torch.arange(k)[:, None]).all()
+        per = -(-bases // k)  # real init fills base i from class i % k: check that against the real labels
+        base_class = real.y[real.stratified_indices(per, torch.Generator().manual_seed(0))]
+        order = torch.arange(per * k).reshape(k, per).T.flatten()[:bases]
+        assert (base_class[order] == torch.arange(bases) % k).all()
+    off = param.addresses.detach().clone()
+    off.scatter_(-1, top[..., None], float("nan"))
+    spread = off[~off.isnan()].std()
+    assert 0.5 * 0.1 / bases ** 0.5 < spread < 2 * 0.1 / bases ** 0.5
+    assert param.addresses.shape == (k, slots, bases)
+    assert Addressing.recipe_version == 2
+
+
 @pytest.mark.parametrize("name", ["multi-formation", "haba", "addressing", "latents"])
 def test_dm_through_a_parameterization_saves_the_compact_form_and_loads_identical_images(tiny_digits, tmp_path,
                                                                                          name):
