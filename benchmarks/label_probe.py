@@ -9,6 +9,9 @@ recipe-1 real init did (9% at 128 bases on MNIST, against 94% for recipe 2); see
     python benchmarks/label_probe.py --init addressing:bases=128,ipc=10 --init addressing:bases=16,ipc=1 \\
         --set reports/mnist-part2/run/synthetic/dm-addressing-ipc10-seed0 --out reports/mnist-part2/label-probe/recipe-2
 
+For addressing sets and inits it also reports how the slots mix the bases: the share of each slot's absolute
+coefficients on bases of its own class, and the L1 mass per slot (1 plus small noise at real init).
+
 The recipe-1 figures come from the same command run on the code and sets of 62537de (PYTHONPATH pointing
 at a checkout of it; FINDINGS.md gives the commands).
 """
@@ -27,12 +30,24 @@ from ddeval.datasets import load
 from distillers import parameterize
 from distillers.errors import DDError
 from distillers.io import atomic_write
+from distillers.parameterize import Addressing
 from distillers.synthetic import SyntheticSet
 
 
 def _agreement(probe: LogisticRegression, x: torch.Tensor, y: torch.Tensor) -> float:
     predicted = torch.as_tensor(probe.predict(x.detach().flatten(1).double().numpy()))
     return round(float((predicted == y).float().mean()), 4)
+
+
+def _address_mass(compact: dict[str, torch.Tensor]) -> dict[str, float]:
+    """How an addressing set mixes its bases: the share of each slot's absolute coefficients on bases of its
+    own class (1 at a one-hot real init; 1/classes when spread evenly), and the mean L1 mass per slot."""
+    addresses = compact["addresses"].abs()
+    classes, _, bases = addresses.shape
+    own = Addressing.base_classes(bases, classes)[None, None, :] == torch.arange(classes)[:, None, None]
+    share = (addresses * own).sum(-1) / addresses.sum(-1).clamp_min(1e-12)
+    return {"own_class_share": round(float(share.mean()), 4),
+            "l1_per_slot": round(float(addresses.sum(-1).mean()), 3)}
 
 
 def _init_spec(text: str) -> tuple[str, dict[str, int], int]:
@@ -63,14 +78,19 @@ def main(argv: list[str] | None = None) -> int:
             if syn.images.shape[1:] != train.x.shape[1:]:
                 raise DDError(f"{folder} holds {tuple(syn.images.shape[1:])} images, {args.data} has "
                               f"{tuple(train.x.shape[1:])}: pass the --data it was distilled from.")
-            result["sets"][str(folder)] = {"images": len(syn), "agreement": _agreement(probe, syn.images,
-                                                                                        syn.hard_labels)}
+            entry = {"images": len(syn), "agreement": _agreement(probe, syn.images, syn.hard_labels)}
+            if (syn.parameterization or {}).get("name") == "addressing" and syn.compact is not None:
+                entry["addresses"] = _address_mass(syn.compact)
+            result["sets"][str(folder)] = entry
         for text in args.init:
             name, pargs, ipc = _init_spec(text)
             param = parameterize.create(name, pargs, train, ipc, "real", torch.Generator().manual_seed(args.seed))
             labels = torch.arange(train.num_classes).repeat_interleave(param.per_class)
-            result["inits"][text] = {"recipe": getattr(type(param), "recipe_version", 1), "images": len(labels),
-                                     "agreement": _agreement(probe, param.decode(), labels)}
+            entry = {"recipe": getattr(type(param), "recipe_version", 1), "images": len(labels),
+                     "agreement": _agreement(probe, param.decode(), labels)}
+            if isinstance(param, Addressing):
+                entry["addresses"] = _address_mass({"addresses": param.addresses.detach()})
+            result["inits"][text] = entry
     except DDError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -291,12 +291,18 @@ class Addressing(Parameterization):
         return (budget - memory) // (num_classes * config.bases)
 
     @staticmethod
+    def base_classes(bases: int, num_classes: int) -> torch.Tensor:
+        """The class whose real images real init puts in each base: base i holds class i mod num_classes."""
+        return torch.arange(bases) % num_classes
+
+    @staticmethod
     def own_class_bases(bases: int, num_classes: int, slots: int, generator: torch.Generator) -> torch.Tensor:
-        """For every (class, slot) a random index among the bases real init filled from that class (base i
-        holds class i mod num_classes); any base when there are fewer bases than classes."""
+        """For every (class, slot) a random index among the bases real init filled from that class
+        (:meth:`base_classes`); any base when there are fewer bases than classes."""
+        owner = Addressing.base_classes(bases, num_classes)
         pick = torch.empty(num_classes, slots, dtype=torch.long)
         for c in range(num_classes):
-            own = torch.arange(c, bases, num_classes) if bases >= num_classes else torch.arange(bases)
+            own = torch.nonzero(owner == c).flatten() if bases >= num_classes else torch.arange(bases)
             pick[c] = own[torch.randint(len(own), (slots,), generator=generator)]
         return pick
 
