@@ -17,6 +17,7 @@ from pathlib import Path
 from suite_readme import run_and_write, time_line
 
 from ddeval.published import PUBLISHED, published
+from ddeval.summary import signed_points
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "mnist"
@@ -71,7 +72,7 @@ def table(results: dict, command: str) -> str:
         pub = published("mnist", r["method"], r["ipc"])
 
         mark = "" if PUBLISHED["mnist"].get(r["method"], {}).get("verified", True) else "*"
-        gain = "" if r["method"] == "random" else f"{100 * (r['accuracy_mean'] - random_acc[r['ipc']]):+.1f}"
+        gain = "" if r["method"] == "random" else signed_points(r['accuracy_mean'] - random_acc[r['ipc']])
         kept = (f"{r.get('images_per_class', '-')} | {_num(r.get('storage_ratio'), '.3g')} | " if storage else "")
         lines.append(
             f"| {r['ipc']} | {r['method']} | {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} | "

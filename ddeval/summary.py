@@ -13,6 +13,12 @@ def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def signed_points(gain: float) -> str:
+    """An accuracy difference (a fraction) in signed points with one decimal; one that rounds to zero prints
+    +0.0, never -0.0 (which reads as a loss)."""
+    return f"{round(100 * gain, 1) + 0.0:+.1f}"
+
+
 def _get(row: dict[str, Any] | None, key: str) -> float | None:
     return None if row is None else row.get(key)
 
@@ -43,7 +49,7 @@ def summary_table(results: dict[str, Any]) -> str:
              f"{results['dataset']['num_test']} test images)", header, "-" * len(header)]
     for r in rows:
         gain = r["accuracy_mean"] - random_acc[r["ipc"]] if r["ipc"] in random_acc else None
-        gain_text = "" if gain is None or r["method"] == "random" else f"{100 * gain:+.1f}"
+        gain_text = "" if gain is None or r["method"] == "random" else signed_points(gain)
         p = privacy.get((r["method"], r["ipc"]))
         n = nas.get(r["method"]) if r["ipc"] == nas_ipc else None
         lines.append(
