@@ -22,6 +22,7 @@ from typing import Any
 from ddeval.nas.ranking import by_spearman
 from ddeval.report import plots
 from ddeval.schema import SCHEMA_VERSION
+from ddeval.summary import signed_points
 from distillers.errors import DDError
 from distillers.io import atomic_write_text
 from distillers.synthetic import SyntheticSet
@@ -298,17 +299,18 @@ def verdict(row: Mapping[str, Any], random_row: Mapping[str, Any] | None,
     if full and full.get("accuracy_mean") is not None:
         gap = 100 * (float(full["accuracy_mean"]) - mean)
         parts.append(f"{gap:.1f} points below full data" if gap > 0
-                     else f"matches full data ({-gap:+.1f} points)")
+                     else f"matches full data ({signed_points(mean - float(full['accuracy_mean']))} points)")
     return "; ".join(parts)
 
 
 def versus_random(mean: float, std: float, random_row: Mapping[str, Any] | None) -> str:
     if random_row is None:
         return "no random-subset baseline at this ipc"
-    diff = 100 * (mean - float(random_row["accuracy_mean"]))
+    gain = mean - float(random_row["accuracy_mean"])
+    diff = 100 * gain
     spread = 100 * math.hypot(std, float(random_row.get("accuracy_std") or 0.0))
     if abs(diff) <= spread:
-        return f"on par with random subset ({diff:+.1f} points, within the seed spread)"
+        return f"on par with random subset ({signed_points(gain)} points, within the seed spread)"
     if diff > 0:
         return f"beats random subset by {diff:+.1f} points"
     return f"trails random subset by {-diff:.1f} points"

@@ -252,6 +252,8 @@ def test_verdict_wording():
     assert verdict(row, acc_row("random", 10, 0.55, 0.01), None, full).startswith(
         "trails random subset by 5.0 points")
     assert "on par with random subset" in verdict(row, acc_row("random", 10, 0.505, 0.01), None, full)
+    assert "on par with random subset (+0.0 points" in verdict(row, acc_row("random", 10, 0.5004, 0.01), None, full)
+    assert "matches full data (+0.0 points)" in verdict(row, None, None, {"accuracy_mean": 0.5})
     assert "no better than the noise floor" in verdict(row, None, acc_row("noise", 10, 0.5, 0.01), None)
     assert "no random-subset baseline" in verdict(row, None, None, None)
 
