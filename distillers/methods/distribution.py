@@ -83,7 +83,7 @@ class DM(Distiller):
         param = parameterize.create(cfg.parameterization, cfg.parameterization_args, real, ipc, cfg.init,
                                     generator, device)
         n = param.per_class
-        optimizer = torch.optim.SGD(param.learnable(), lr=cfg.lr_img, momentum=cfg.momentum)
+        optimizer = torch.optim.SGD(param.param_groups(cfg.lr_img), lr=cfg.lr_img, momentum=cfg.momentum)
         fast = FastPath.resolve(cfg.fast, device, steps=cfg.iterations)
         log = LossLog(cfg.iterations, f"DM diverged; lower lr_img (now {cfg.lr_img}).", watch=param.learnable())
         start = time.perf_counter()
@@ -213,7 +213,7 @@ class CAFE(Distiller):
                                     generator, device)
         params, n = param.learnable(), param.per_class
         labels = class_labels(k, n).to(device)
-        optimizer = torch.optim.SGD(params, lr=cfg.lr_img, momentum=cfg.momentum)
+        optimizer = torch.optim.SGD(param.param_groups(cfg.lr_img), lr=cfg.lr_img, momentum=cfg.momentum)
         milestones = sorted({int(f * cfg.iterations) for f in cfg.lr_decay_at})
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
         outer, inner = configured_loops(cfg, ipc)

@@ -154,7 +154,7 @@ class DC(Distiller):
                                     generator, device)
         params, n = param.learnable(), param.per_class
         labels = class_labels(k, n).to(device)
-        optimizer_img = torch.optim.SGD(params, lr=cfg.lr_img, momentum=cfg.momentum_img)
+        optimizer_img = torch.optim.SGD(param.param_groups(cfg.lr_img), lr=cfg.lr_img, momentum=cfg.momentum_img)
         fast = FastPath.resolve(cfg.fast, device, steps=cfg.iterations * outer_loop)
         log = LossLog(cfg.iterations, f"{self.name.upper()} diverged; "
                                       f"lower lr_img (now {cfg.lr_img}) or lr_net (now {cfg.lr_net}).", watch=params)
@@ -421,7 +421,7 @@ class IDC(Distiller):
                                     generator, device)
         params, n = param.learnable(), param.per_class
         lr = cfg.lr_img * (ipc / 10 if cfg.scale_lr else 1.0)
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum_img)
+        optimizer = torch.optim.SGD(param.param_groups(lr), lr=lr, momentum=cfg.momentum_img)
         log = LossLog(cfg.iterations, f"IDC diverged; lower lr_img (now "
                                       f"{cfg.lr_img}).", watch=params)
         start = time.perf_counter()

@@ -96,6 +96,29 @@ def test_addressing_real_init_starts_every_slot_from_its_own_class(tiny_digits, 
     assert Addressing.recipe_version == 2
 
 
+@pytest.mark.parametrize("method", ["dm", "dc"])
+def test_address_lr_scale_scales_the_coefficients_step_alone(tiny_digits, method):
+    """One image update from the same start: the coefficients move in proportion to address_lr_scale, the
+    bases exactly as at scale 1 (momentum SGD's first step is lr times the gradient)."""
+    real, _ = tiny_digits
+    compact = {}
+    for scale in (1.0, 0.5, 0.25):
+        args = {**SMALL_ARGS["addressing"], "address_lr_scale": scale}
+        syn = distillers.create(method, iterations=1, batch_real=16, network_args=NET, fast=False,
+                                parameterization="addressing", parameterization_args=args,
+                                **({"outer_loop": 1, "inner_loop": 1} if method == "dc" else {})
+                                ).distill(real, 1, seed=0, progress=False)
+        compact[scale] = syn.compact
+    torch.testing.assert_close(compact[0.5]["memory"], compact[1.0]["memory"], rtol=0, atol=0)
+    torch.testing.assert_close(compact[0.25]["memory"], compact[1.0]["memory"], rtol=0, atol=0)
+    full = compact[1.0]["addresses"] - compact[0.5]["addresses"]  # half the unscaled step
+    quarter = compact[0.5]["addresses"] - compact[0.25]["addresses"]  # a quarter of it
+    assert full.abs().max() > 1e-4
+    torch.testing.assert_close(full, 2 * quarter, rtol=1e-4, atol=1e-6)
+    with pytest.raises(DDError, match="address_lr_scale"):
+        build("addressing", {"address_lr_scale": 0.0}, 10, 1, (1, 8, 8))
+
+
 @pytest.mark.parametrize("name", ["multi-formation", "haba", "addressing", "latents"])
 def test_dm_through_a_parameterization_saves_the_compact_form_and_loads_identical_images(tiny_digits, tmp_path,
                                                                                          name):
